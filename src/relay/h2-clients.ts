@@ -1,0 +1,116 @@
+// Clients speaking warpstone/1 (HTTP/2): the relay is the HTTP/2 server on the client's TLS
+// connection; each `CONNECT <tunnel>[:<port>]` request becomes one stream to the tunnel.
+// Owns: the client-side HTTP/2 session. Must not: authorise (gateway.ts does).
+import http2 from 'node:http2';
+import type { ServerHttp2Stream, IncomingHttpHeaders } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from '../common/log.js';
+import type { PeerIdentity } from './authenticate.js';
+import type { Gateway } from './gateway.js';
+import { DEFAULTS, h2Settings } from '../wire/defaults.js';
+import { HEADER_REASON, HEADER_CODE, parseTarget } from '../wire/protocol.js';
+import { StreamRefused, errorCode, errorMessage } from '../common/errors.js';
+
+const PEER = Symbol('warpstone.peer');
+
+interface PeerInfo {
+  identity: PeerIdentity;
+  address: string;
+}
+
+type TaggedSocket = TLSSocket & { [PEER]?: PeerInfo };
+
+/** Header values may not carry CR/LF or other controls. */
+export function headerSafe(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 500);
+}
+
+export class H2ClientGateway {
+  private readonly server: http2.Http2Server;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+
+  constructor(
+    private readonly gateway: Gateway,
+    private readonly log: Logger,
+  ) {
+    this.server = http2.createServer({ settings: h2Settings(), maxSessionMemory: 64 });
+    this.server.on('session', (session) => {
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      session.on('error', (err) => this.log.debug({ err: err.message }, 'client session error'));
+      session.once('connect', () => session.setLocalWindowSize(DEFAULTS.connectionWindow));
+    });
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+  }
+
+  attach(socket: TLSSocket, identity: PeerIdentity, address: string): void {
+    (socket as TaggedSocket)[PEER] = { identity, address };
+    this.server.emit('connection', socket);
+  }
+
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    const peer = (stream.session?.socket as TaggedSocket | undefined)?.[PEER];
+    stream.on('error', () => undefined);
+    if (!peer) {
+      stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    if (headers[':method'] !== 'CONNECT') {
+      this.refuse(stream, peer, new StreamRefused(400, 'WS_BAD_METHOD', `expected CONNECT, got ${String(headers[':method'])}`));
+      return;
+    }
+    const target = parseTarget(String(headers[':authority'] ?? ''));
+    if (typeof target === 'string') {
+      this.refuse(stream, peer, new StreamRefused(400, 'WS_BAD_TARGET', target));
+      return;
+    }
+    this.gateway
+      .open({ identity: peer.identity, target, source: peer.address, via: 'h2' }, () => {
+        stream.respond({ ':status': 200 });
+        return stream;
+      })
+      .catch((err: unknown) => this.refuse(stream, peer, err, target.tunnel));
+  }
+
+  private refuse(stream: ServerHttp2Stream, peer: PeerInfo, err: unknown, tunnel?: string): void {
+    const refused =
+      err instanceof StreamRefused ? err : new StreamRefused(502, errorCode(err) ?? 'WS_INTERNAL', `stream failed: ${errorMessage(err)}`);
+    this.log.warn({ user: peer.identity.name, source: peer.address, tunnel, code: refused.code, reason: refused.message }, 'stream refused');
+    if (stream.destroyed || stream.closed) return;
+    if (stream.headersSent) {
+      stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
+      return;
+    }
+    stream.respond(
+      { ':status': refused.status, [HEADER_REASON]: headerSafe(refused.message), [HEADER_CODE]: refused.code },
+      { endStream: true },
+    );
+  }
+
+  closeForIdentity(serial: string, reason: string): number {
+    let count = 0;
+    for (const session of this.sessions) {
+      const peer = (session.socket as TaggedSocket | undefined)?.[PEER];
+      if (peer?.identity.serial === serial) {
+        this.log.info({ user: peer.identity.name, reason }, 'closing client connection');
+        session.destroy();
+        count += 1;
+      }
+    }
+    return count;
+  }
+
+  revokedSessions(isRevoked: (serial: string) => boolean): void {
+    for (const session of this.sessions) {
+      const peer = (session.socket as TaggedSocket | undefined)?.[PEER];
+      if (peer && isRevoked(peer.identity.serial)) {
+        this.log.info({ user: peer.identity.name }, 'certificate revoked; closing its connection');
+        session.destroy();
+      }
+    }
+  }
+
+  closeAll(): void {
+    for (const session of this.sessions) session.close();
+  }
+}

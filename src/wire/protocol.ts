@@ -1,0 +1,111 @@
+// The warpstone wire protocol, version 1 (see docs/PROTOCOL.md). HTTP/2 over mutual TLS; Node's
+// http2 does the framing and flow control, this file names what travels in it.
+// Owns: ALPN ids, paths, header names, status meanings, the target syntax. Must not: open sockets.
+import { nameProblem } from '../pki/names.js';
+
+/** ALPN of the HTTP/2-based protocol. A TLS client that offers no ALPN gets VPN-Warp text mode. */
+export const ALPN_V1 = 'warpstone/1';
+export const PROTOCOL_VERSION = 1;
+
+/** Relay -> agent: returns the agent's hello (its tunnels) as JSON. */
+export const PATH_HELLO = '/v1/hello';
+
+export const HEADER_USER = 'warpstone-user';
+export const HEADER_SOURCE = 'warpstone-source';
+export const HEADER_REASON = 'warpstone-reason';
+export const HEADER_CODE = 'warpstone-code';
+export const HEADER_STREAM_ID = 'warpstone-stream';
+
+/** Wire statuses of a stream-open answer. */
+export const Status = {
+  ok: 200,
+  badRequest: 400,
+  forbidden: 403,
+  notFound: 404,
+  badGateway: 502,
+  unavailable: 503,
+  gatewayTimeout: 504,
+} as const;
+
+export const STATUS_TEXT: Record<number, string> = {
+  200: 'OK',
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  403: 'Forbidden',
+  404: 'Not Found',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+export interface TunnelInfo {
+  name: string;
+  /** Port of the target, so `CONNECT name:port` can be checked. Host stays private to the agent. */
+  port: number;
+}
+
+export interface AgentHello {
+  version: number;
+  agent: string;
+  tunnels: TunnelInfo[];
+}
+
+export interface Target {
+  tunnel: string;
+  port: number | undefined;
+}
+
+/**
+ * Parses `tunnel` or `tunnel:port` (the CONNECT authority / request-target). Returns an error
+ * sentence instead of throwing, so callers can answer 400 with it.
+ */
+export function parseTarget(text: string): Target | string {
+  const colon = text.lastIndexOf(':');
+  const tunnel = colon < 0 ? text : text.slice(0, colon);
+  let port: number | undefined;
+  if (colon >= 0) {
+    const portText = text.slice(colon + 1);
+    if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
+      return `'${portText}' is not a port number (in '${text.slice(0, 80)}')`;
+    }
+    port = Number(portText);
+  }
+  const problem = nameProblem(tunnel, 'tunnel');
+  if (problem) return problem;
+  return { tunnel, port };
+}
+
+export function formatTarget(target: Target): string {
+  return target.port === undefined ? target.tunnel : `${target.tunnel}:${target.port}`;
+}
+
+export function parseHello(text: string): AgentHello | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return 'hello is not JSON';
+  }
+  if (!value || typeof value !== 'object') return 'hello is not an object';
+  const v = value as Record<string, unknown>;
+  if (v.version !== PROTOCOL_VERSION) return `hello has protocol version ${String(v.version)}, this relay speaks ${PROTOCOL_VERSION}`;
+  if (typeof v.agent !== 'string') return 'hello has no agent name';
+  if (!Array.isArray(v.tunnels)) return 'hello has no tunnel list';
+  const tunnels: TunnelInfo[] = [];
+  for (const t of v.tunnels as unknown[]) {
+    if (!t || typeof t !== 'object') return 'hello tunnel entry is not an object';
+    const { name, port } = t as Record<string, unknown>;
+    if (typeof name !== 'string' || nameProblem(name, 'tunnel')) return `hello names a bad tunnel ${JSON.stringify(name)}`;
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return `hello gives tunnel ${name} a bad port`;
+    tunnels.push({ name, port });
+  }
+  return { version: PROTOCOL_VERSION, agent: v.agent, tunnels };
+}
+
+/** Relay -> agent: which of the agent's tunnels were registered, and why others were refused. */
+export const PATH_REGISTRATION = '/v1/registration';
+
+export interface Registration {
+  accepted: string[];
+  refused: Array<{ name: string; reason: string }>;
+}
