@@ -33,7 +33,7 @@ export function register(program: Command): void {
       }
       const forwarder = new LocalForwarder(client, tunnel, log);
       onShutdown(() => forwarder.close());
-      const listen = parseHostPort(opts.listen as string, '--listen', '127.0.0.1');
+      const listen = parseHostPort(opts.listen as string, '--listen', '127.0.0.1', true);
       const bound = await forwarder.listen(listen);
       if (listen.port === 0) process.stdout.write(`listening on ${bound.host}:${bound.port}\n`);
     });

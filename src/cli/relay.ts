@@ -18,7 +18,7 @@ export function register(program: Command): void {
     .action(async (opts: { home?: string; listen: string[]; idleTimeout: string }) => {
       const log = createLogger({ name: 'relay' });
       const listen: HostPort[] =
-        opts.listen.length > 0 ? opts.listen.map((l) => parseHostPort(l, '--listen', '::')) : [{ host: '::', port: DEFAULTS.relayPort }];
+        opts.listen.length > 0 ? opts.listen.map((l) => parseHostPort(l, '--listen', '::', true)) : [{ host: '::', port: DEFAULTS.relayPort }];
       const store = await openStore(homePaths(opts.home).store);
       const relay = new Relay({ home: opts.home, listen, store, log, idleTimeoutMs: Number(opts.idleTimeout) * 1000 });
       onShutdown(async () => {

@@ -8,18 +8,19 @@ export interface HostPort {
   port: number;
 }
 
-export function parsePort(text: string, what: string): number {
+export function parsePort(text: string, what: string, allowZero = false): number {
   if (!/^\d{1,5}$/.test(text)) throw new UsageError(`${what}: '${text}' is not a port number (1-65535)`);
   const port = Number(text);
+  if (port === 0 && allowZero) return 0;
   if (port < 1 || port > 65535) throw new UsageError(`${what}: port ${port} is out of range (1-65535)`);
   return port;
 }
 
 /**
  * Parses "host:port", "[v6]:port", or (with defaultHost) ":port" and "port".
- * `what` names the flag in error messages.
+ * `what` names the flag in error messages; `allowZero` admits port 0 (listen on any free port).
  */
-export function parseHostPort(text: string, what: string, defaultHost?: string): HostPort {
+export function parseHostPort(text: string, what: string, defaultHost?: string, allowZero = false): HostPort {
   const trimmed = text.trim();
   if (trimmed.startsWith('[')) {
     const close = trimmed.indexOf(']');
@@ -28,11 +29,11 @@ export function parseHostPort(text: string, what: string, defaultHost?: string):
     }
     const host = trimmed.slice(1, close);
     if (!isIPv6(host)) throw new UsageError(`${what}: '${host}' is not an IPv6 address`);
-    return { host, port: parsePort(trimmed.slice(close + 2), what) };
+    return { host, port: parsePort(trimmed.slice(close + 2), what, allowZero) };
   }
   const colon = trimmed.lastIndexOf(':');
   if (colon < 0) {
-    if (defaultHost !== undefined) return { host: defaultHost, port: parsePort(trimmed, what) };
+    if (defaultHost !== undefined) return { host: defaultHost, port: parsePort(trimmed, what, allowZero) };
     throw new UsageError(`${what}: '${text}' has no port; write HOST:PORT`);
   }
   if (trimmed.indexOf(':') !== colon) {
@@ -40,7 +41,7 @@ export function parseHostPort(text: string, what: string, defaultHost?: string):
   }
   const host = trimmed.slice(0, colon);
   if (host === '' && defaultHost === undefined) throw new UsageError(`${what}: '${text}' has no host`);
-  return { host: host === '' ? (defaultHost as string) : host, port: parsePort(trimmed.slice(colon + 1), what) };
+  return { host: host === '' ? (defaultHost as string) : host, port: parsePort(trimmed.slice(colon + 1), what, allowZero) };
 }
 
 export function formatHostPort(hp: HostPort): string {

@@ -85,13 +85,18 @@ export interface IssueOptions {
   days: number;
   /** Subject alternative names for a server certificate (DNS names or IP addresses). */
   altNames?: string[];
+  /** Explicit validity window (tests of expired and not-yet-valid certificates). */
+  notBefore?: Date;
+  notAfter?: Date;
 }
 
 export async function issueCertificate(ca: CaMaterial, options: IssueOptions): Promise<IssuedCertificate> {
   const caCert = new x509.X509Certificate(ca.certPem);
   const caKey = await importCaKey(ca.keyPem);
   const keys = await generateKeys();
-  const { notBefore, notAfter } = validity(options.days);
+  const window = validity(options.days);
+  const notBefore = options.notBefore ?? window.notBefore;
+  const notAfter = options.notAfter ?? window.notAfter;
   const serial = randomSerial();
   const usage = options.role === 'relay' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth;
   const extensions: x509.Extension[] = [
