@@ -1,7 +1,7 @@
 // What an agent exposes: `NAME=HOST:PORT` from the command line or the YAML config file.
 // Owns: parsing and validating exposures and the agent config file. Must not: open sockets.
 import { readFileSync } from 'node:fs';
-import { parseDocument, LineCounter } from 'yaml';
+import { parseDocument, LineCounter, isMap, isScalar } from 'yaml';
 import { z } from 'zod';
 import { parseHostPort, type HostPort } from '../common/hostport.js';
 import { ConfigError, UsageError, errorMessage } from '../common/errors.js';
@@ -59,11 +59,17 @@ export function loadAgentConfig(path: string): AgentConfig {
     const line = yamlError.pos ? lines.linePos(yamlError.pos[0]).line : undefined;
     throw new ConfigError(path, line, undefined, `not valid YAML: ${yamlError.message.split('\n')[0]}`);
   }
+  // The line of a field is the line of its key (so an unknown key points at itself, not at
+  // its value); for a missing field, the line of the nearest parent that exists.
   const lineOf = (fieldPath: Array<string | number>): number | undefined => {
-    const node = doc.getIn(fieldPath, true) as { range?: [number, number, number] } | undefined;
-    const keyNode = fieldPath.length > 0 ? (doc.getIn(fieldPath.slice(0, -1), true) as unknown) : undefined;
-    const range = node?.range ?? (keyNode as { range?: [number, number, number] } | undefined)?.range;
-    return range ? lines.linePos(range[0]).line : undefined;
+    for (let depth = fieldPath.length; depth > 0; depth--) {
+      const parent = depth === 1 ? doc.contents : doc.getIn(fieldPath.slice(0, depth - 1), true);
+      if (!isMap(parent)) continue;
+      const pair = parent.items.find((p) => isScalar(p.key) && p.key.value === fieldPath[depth - 1]);
+      const range = pair && isScalar(pair.key) ? pair.key.range : undefined;
+      if (range) return lines.linePos(range[0]).line;
+    }
+    return undefined;
   };
   const parsed = AgentConfigSchema.safeParse(doc.toJS() ?? {});
   if (!parsed.success) {
