@@ -119,6 +119,18 @@ function awaitResponse(stream: ClientHttp2Stream, timeoutMs: number): Promise<ht
   });
 }
 
+/** Refuses an agent link with a reason it can log: GOAWAY debug data, then close. */
+export function refuseAgent(socket: TLSSocket, reason: string): void {
+  const session = http2.connect('http://agent.invalid', { createConnection: () => socket, settings: h2Settings() });
+  session.on('error', () => undefined);
+  const timer = setTimeout(() => session.destroy(), 2_000);
+  timer.unref();
+  session.once('connect', () => {
+    session.goaway(http2.constants.NGHTTP2_REFUSED_STREAM, 0, Buffer.from(reason.slice(0, 300)));
+    setTimeout(() => session.destroy(), 200).unref();
+  });
+}
+
 export class AgentHub {
   private readonly byTunnel = new Map<string, AgentLink>();
   private readonly byAgent = new Map<string, AgentLink>();

@@ -14,8 +14,10 @@ import { StreamRefused, errorCode, errorMessage } from '../common/errors.js';
 const PEER = Symbol('warpstone.peer');
 
 interface PeerInfo {
-  identity: PeerIdentity;
+  identity: PeerIdentity | undefined;
   address: string;
+  /** set when the connection itself was refused: every stream gets this answer */
+  refusal?: StreamRefused;
 }
 
 type TaggedSocket = TLSSocket & { [PEER]?: PeerInfo };
@@ -48,13 +50,27 @@ export class H2ClientGateway {
     this.server.emit('connection', socket);
   }
 
+  /** A refused connection: answers whatever it asks with the refusal, then closes. */
+  attachRefused(socket: TLSSocket, refusal: StreamRefused): void {
+    (socket as TaggedSocket)[PEER] = { identity: undefined, address: '', refusal };
+    this.server.emit('connection', socket);
+    setTimeout(() => socket.destroy(), 5_000).unref();
+  }
+
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     const peer = (stream.session?.socket as TaggedSocket | undefined)?.[PEER];
     stream.on('error', () => undefined);
-    if (!peer) {
+    if (peer?.refusal) {
+      const session = stream.session;
+      stream.respond({ ':status': peer.refusal.status, [HEADER_REASON]: headerSafe(peer.refusal.message), [HEADER_CODE]: peer.refusal.code }, { endStream: true });
+      stream.once('close', () => session?.close());
+      return;
+    }
+    if (!peer?.identity) {
       stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       return;
     }
+    const identity = peer.identity;
     if (headers[':method'] !== 'CONNECT') {
       this.refuse(stream, peer, new StreamRefused(400, 'WS_BAD_METHOD', `expected CONNECT, got ${String(headers[':method'])}`));
       return;
@@ -65,7 +81,7 @@ export class H2ClientGateway {
       return;
     }
     this.gateway
-      .open({ identity: peer.identity, target, source: peer.address, via: 'h2' }, () => {
+      .open({ identity, target, source: peer.address, via: 'h2' }, () => {
         stream.respond({ ':status': 200 });
         return stream;
       })
@@ -75,7 +91,7 @@ export class H2ClientGateway {
   private refuse(stream: ServerHttp2Stream, peer: PeerInfo, err: unknown, tunnel?: string): void {
     const refused =
       err instanceof StreamRefused ? err : new StreamRefused(502, errorCode(err) ?? 'WS_INTERNAL', `stream failed: ${errorMessage(err)}`);
-    this.log.warn({ user: peer.identity.name, source: peer.address, tunnel, code: refused.code, reason: refused.message }, 'stream refused');
+    this.log.warn({ user: peer.identity?.name, source: peer.address, tunnel, code: refused.code, reason: refused.message }, 'stream refused');
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) {
       stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
@@ -87,23 +103,10 @@ export class H2ClientGateway {
     );
   }
 
-  closeForIdentity(serial: string, reason: string): number {
-    let count = 0;
-    for (const session of this.sessions) {
-      const peer = (session.socket as TaggedSocket | undefined)?.[PEER];
-      if (peer?.identity.serial === serial) {
-        this.log.info({ user: peer.identity.name, reason }, 'closing client connection');
-        session.destroy();
-        count += 1;
-      }
-    }
-    return count;
-  }
-
   revokedSessions(isRevoked: (serial: string) => boolean): void {
     for (const session of this.sessions) {
       const peer = (session.socket as TaggedSocket | undefined)?.[PEER];
-      if (peer && isRevoked(peer.identity.serial)) {
+      if (peer?.identity && isRevoked(peer.identity.serial)) {
         this.log.info({ user: peer.identity.name }, 'certificate revoked; closing its connection');
         session.destroy();
       }

@@ -12,13 +12,13 @@ import type { Logger } from '../common/log.js';
 import type { Store } from '../store/store.js';
 import { homePaths } from '../common/home.js';
 import { formatAddress, formatHostPort, type HostPort } from '../common/hostport.js';
-import { StateError, errorMessage } from '../common/errors.js';
+import { StateError, StreamRefused, errorMessage } from '../common/errors.js';
 import { splitPem } from '../pki/pem.js';
 import { DEFAULTS } from '../wire/defaults.js';
 import { ALPN_V1 } from '../wire/protocol.js';
 import { Policy } from './policy.js';
 import { authenticate } from './authenticate.js';
-import { AgentHub } from './agents.js';
+import { AgentHub, refuseAgent } from './agents.js';
 import { LiveStreams } from './streams.js';
 import { Gateway } from './gateway.js';
 import { H2ClientGateway } from './h2-clients.js';
@@ -170,8 +170,7 @@ export class Relay {
     }
     if (!result.ok) {
       this.log.warn({ source: address, name: result.name, code: result.code, reason: result.reason }, 'connection refused');
-      if (socket.alpnProtocol !== ALPN_V1) socket.end(refusalResponse(403, result.reason));
-      else socket.destroy();
+      this.explainRefusal(socket, result.code, result.reason);
       return;
     }
     const { identity } = result;
@@ -194,6 +193,26 @@ export class Relay {
       this.textClients.attach(socket, identity, address);
       socket.resume();
     }
+  }
+
+  /**
+   * Tells a refused peer why, in its own dialect, then closes: text clients get a 403 status
+   * line; HTTP/2 users get 403 with the reason on every stream they try; agents get a GOAWAY
+   * whose debug data carries the reason (the agent logs it).
+   */
+  private explainRefusal(socket: tls.TLSSocket, code: string, reason: string): void {
+    if (socket.alpnProtocol !== ALPN_V1) {
+      socket.end(refusalResponse(403, reason));
+      return;
+    }
+    socket.resume();
+    const cert = socket.getPeerCertificate();
+    const role = cert && 'subject' in cert ? (cert.subject as unknown as Record<string, string>).OU : undefined;
+    if (role === 'agent') {
+      refuseAgent(socket, reason);
+      return;
+    }
+    this.h2Clients.attachRefused(socket, new StreamRefused(403, code, reason));
   }
 
   /** Closes connections and streams of identities that are now revoked (policy changed). */
