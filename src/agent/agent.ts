@@ -5,7 +5,7 @@
 // Owns: the outbound link and target connections. Must not: decide who may use a tunnel (the
 // relay does), or expose anything not listed in its configuration.
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import http2 from 'node:http2';
 import type { ServerHttp2Stream, IncomingHttpHeaders, ServerHttp2Session } from 'node:http2';
 import type { Logger } from '../common/log.js';
@@ -15,9 +15,9 @@ import { Backoff } from './backoff.js';
 import { splice, type SpliceHandle } from '../common/splice.js';
 import { formatHostPort, type HostPort } from '../common/hostport.js';
 import { errorMessage } from '../common/errors.js';
+import { dialRelay } from '../common/dial-relay.js';
 import { DEFAULTS, h2Settings } from '../wire/defaults.js';
 import {
-  ALPN_V1,
   PATH_HELLO,
   PATH_REGISTRATION,
   PROTOCOL_VERSION,
@@ -71,33 +71,26 @@ export class Agent {
   private connect(): void {
     if (this.stopped) return;
     const { identity, relay, log } = this.options;
-    const servername = net.isIP(relay.host) ? undefined : relay.host;
-    const socket = tls.connect({
-      host: relay.host,
-      port: relay.port,
-      ...(servername ? { servername } : {}),
-      key: identity.keyPem,
-      cert: identity.certPem,
-      ca: identity.caPem,
-      ALPNProtocols: [ALPN_V1],
-    });
-    socket.setNoDelay(true);
-    this.socket = socket;
-    socket.setTimeout(DEFAULTS.handshakeTimeoutMs, () => socket.destroy(new Error(`no TLS handshake within ${DEFAULTS.handshakeTimeoutMs / 1000} s`)));
-    socket.once('secureConnect', () => {
-      socket.setTimeout(0);
-      socket.setKeepAlive(true, 30_000);
-      if (socket.alpnProtocol !== ALPN_V1) {
-        socket.destroy(new Error(`relay did not agree to ${ALPN_V1}; is ${formatHostPort(relay)} a warpstone relay?`));
-        return;
-      }
-      this.connectedAt = Date.now();
-      log.info({ relay: formatHostPort(relay) }, 'connected to relay');
-      this.server.emit('connection', socket);
-      this.startPings();
-    });
-    socket.once('error', (err) => log.warn({ relay: formatHostPort(relay), err: err.message }, 'relay connection failed'));
-    socket.once('close', () => this.onClosed(socket));
+    dialRelay(identity, relay).then(
+      (socket) => {
+        if (this.stopped) {
+          socket.destroy();
+          return;
+        }
+        this.socket = socket;
+        socket.setKeepAlive(true, 30_000);
+        socket.on('error', (err) => log.warn({ relay: formatHostPort(relay), err: err.message }, 'relay connection error'));
+        socket.once('close', () => this.onClosed(socket));
+        this.connectedAt = Date.now();
+        log.info({ relay: formatHostPort(relay) }, 'connected to relay');
+        this.server.emit('connection', socket);
+        this.startPings();
+      },
+      (err: unknown) => {
+        log.warn({ relay: formatHostPort(relay), err: errorMessage(err) }, 'relay connection failed');
+        this.scheduleRetry();
+      },
+    );
   }
 
   private startPings(): void {
@@ -120,9 +113,13 @@ export class Agent {
     this.session = undefined;
     if (this.pingTimer) clearInterval(this.pingTimer);
     for (const handle of this.streams) handle.destroy(new Error('relay link lost'));
-    if (this.stopped) return;
     if (this.connectedAt && Date.now() - this.connectedAt > DEFAULTS.backoffResetAfterMs) this.backoff.reset();
     this.connectedAt = 0;
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped) return;
     const delay = this.backoff.next();
     this.options.log.info({ inMs: delay, attempt: this.backoff.attempts }, 'reconnecting to relay');
     this.retryTimer = setTimeout(() => this.connect(), delay);

@@ -1,22 +1,15 @@
 // A user's side of the relay: one mutual-TLS HTTP/2 connection (ALPN warpstone/1), opened on
 // first use and re-opened after a loss, carrying one CONNECT stream per local connection.
 // Owns: the client session. Must not: listen (connect.ts does) or retry refused streams.
-import net from 'node:net';
-import tls from 'node:tls';
 import http2 from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import type { Identity } from '../pki/pem.js';
 import type { Logger } from '../common/log.js';
 import { formatHostPort, type HostPort } from '../common/hostport.js';
-import { StreamRefused, WarpstoneError, errorMessage } from '../common/errors.js';
+import { StreamRefused, errorMessage } from '../common/errors.js';
+import { dialRelay, RelayUnreachable } from '../common/dial-relay.js';
 import { DEFAULTS, h2Settings } from '../wire/defaults.js';
-import { ALPN_V1, HEADER_REASON, HEADER_CODE } from '../wire/protocol.js';
-
-export class RelayUnreachable extends WarpstoneError {
-  constructor(message: string) {
-    super('WS_RELAY_UNREACHABLE', message);
-  }
-}
+import { HEADER_REASON, HEADER_CODE } from '../wire/protocol.js';
 
 export class RelayClient {
   private session: ClientHttp2Session | undefined;
@@ -28,45 +21,23 @@ export class RelayClient {
     private readonly log: Logger,
   ) {}
 
-  private connect(): Promise<ClientHttp2Session> {
-    const { relay, identity } = this;
+  private async connect(): Promise<ClientHttp2Session> {
+    const socket = await dialRelay(this.identity, this.relay);
+    const relay = this.relay;
     return new Promise((resolve, reject) => {
-      const servername = net.isIP(relay.host) ? undefined : relay.host;
-      const socket = tls.connect({
-        host: relay.host,
-        port: relay.port,
-        ...(servername ? { servername } : {}),
-        key: identity.keyPem,
-        cert: identity.certPem,
-        ca: identity.caPem,
-        ALPNProtocols: [ALPN_V1],
+      const session = http2.connect(`https://${formatHostPort(relay)}`, {
+        createConnection: () => socket,
+        settings: h2Settings(),
+        maxSessionMemory: 64,
       });
-      socket.setNoDelay(true);
-      socket.setTimeout(DEFAULTS.handshakeTimeoutMs, () => socket.destroy(new Error(`no TLS handshake within ${DEFAULTS.handshakeTimeoutMs / 1000} s`)));
-      const fail = (err: Error): void => reject(new RelayUnreachable(`cannot reach relay ${formatHostPort(relay)}: ${err.message}`));
-      socket.once('error', fail);
-      socket.once('secureConnect', () => {
-        socket.setTimeout(0);
-        socket.off('error', fail);
-        if (socket.alpnProtocol !== ALPN_V1) {
-          socket.destroy();
-          fail(new Error(`it did not agree to ${ALPN_V1}`));
-          return;
-        }
-        const session = http2.connect(`https://${formatHostPort(relay)}`, {
-          createConnection: () => socket,
-          settings: h2Settings(),
-          maxSessionMemory: 64,
-        });
-        session.on('error', (err) => this.log.debug({ err: err.message }, 'relay session error'));
-        session.once('connect', () => {
-          session.setLocalWindowSize(DEFAULTS.connectionWindow);
-          resolve(session);
-        });
-        session.once('close', () => {
-          if (this.session === session) this.session = undefined;
-          reject(new RelayUnreachable(`relay ${formatHostPort(relay)} closed the connection during setup`));
-        });
+      session.on('error', (err) => this.log.debug({ err: err.message }, 'relay session error'));
+      session.once('connect', () => {
+        session.setLocalWindowSize(DEFAULTS.connectionWindow);
+        resolve(session);
+      });
+      session.once('close', () => {
+        if (this.session === session) this.session = undefined;
+        reject(new RelayUnreachable(`relay ${formatHostPort(relay)} closed the connection during setup`));
       });
     });
   }
