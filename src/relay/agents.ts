@@ -134,6 +134,8 @@ export function refuseAgent(socket: TLSSocket, reason: string): void {
 export class AgentHub {
   private readonly byTunnel = new Map<string, AgentLink>();
   private readonly byAgent = new Map<string, AgentLink>();
+  /** Every tunnel name ever registered (from the store at start, then live): offline vs unknown. */
+  private readonly known = new Set<string>();
 
   constructor(
     private readonly store: Store,
@@ -198,6 +200,7 @@ export class AgentHub {
         continue;
       }
       this.byTunnel.set(tunnel.name, link);
+      this.known.add(tunnel.name);
       link.tunnels.push(tunnel);
       registration.accepted.push(tunnel.name);
     }
@@ -228,6 +231,14 @@ export class AgentHub {
       void this.store.recordAgentDisconnected(id).catch(() => undefined);
       this.log.info({ agent: link.identity.name, address: link.address, reason, tunnelsOffline: removed }, 'agent offline');
     }
+  }
+
+  rememberTunnel(name: string): void {
+    this.known.add(name);
+  }
+
+  isKnown(tunnel: string): boolean {
+    return this.known.has(tunnel);
   }
 
   lookup(tunnel: string): AgentLink | undefined {

@@ -22,8 +22,6 @@ export interface OpenRequest {
 }
 
 export class Gateway {
-  private readonly knownTunnels = new Set<string>();
-
   constructor(
     private readonly policy: Policy,
     private readonly hub: AgentHub,
@@ -31,10 +29,6 @@ export class Gateway {
     private readonly log: Logger,
     private readonly idleTimeoutMs: number = DEFAULTS.streamIdleTimeoutMs,
   ) {}
-
-  rememberTunnel(name: string): void {
-    this.knownTunnels.add(name);
-  }
 
   /**
    * Authorises and opens. `accept` is called once the far end is ready: it must send the
@@ -87,7 +81,7 @@ export class Gateway {
     }
     const link = this.hub.lookup(target.tunnel);
     if (!link) {
-      if (this.knownTunnels.has(target.tunnel)) {
+      if (this.hub.isKnown(target.tunnel)) {
         throw new StreamRefused(503, 'WS_TUNNEL_OFFLINE', `tunnel '${target.tunnel}' is offline: its agent is not connected`);
       }
       throw new StreamRefused(404, 'WS_NO_SUCH_TUNNEL', `no tunnel named '${formatTarget({ tunnel: target.tunnel, port: undefined })}'`);

@@ -48,6 +48,7 @@ export class Relay {
   private readonly textClients: TextClientGateway;
   private readonly servers: net.Server[] = [];
   private readonly frontSockets = new Set<net.Socket>();
+  private readonly sourceOf = new WeakMap<net.Socket, string>();
   private tlsServer: tls.Server | undefined;
   private admin: AdminSocket | undefined;
   private readonly startedAt = new Date();
@@ -81,7 +82,7 @@ export class Relay {
   async start(): Promise<void> {
     const material = this.loadTlsMaterial();
     await this.policy.start();
-    for (const t of await this.store.listTunnels()) this.gateway.rememberTunnel(t.name);
+    for (const t of await this.store.listTunnels()) this.hub.rememberTunnel(t.name);
     this.tlsServer = tls.createServer({
       ...material,
       requestCert: true,
@@ -94,7 +95,9 @@ export class Relay {
     });
     this.tlsServer.on('secureConnection', (socket) => void this.onSecure(socket));
     this.tlsServer.on('tlsClientError', (err, socket) => {
-      const address = formatAddress(socket.remoteAddress, socket.remotePort);
+      // By now the socket may be closed and have forgotten its peer: use what the door saw.
+      const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
+      const address = (raw && this.sourceOf.get(raw)) ?? formatAddress(socket.remoteAddress, socket.remotePort);
       const reason = /timed out|ETLSTIMEDOUT/i.test(err.message)
         ? `TLS handshake did not finish within ${DEFAULTS.handshakeTimeoutMs / 1000} s`
         : `TLS handshake failed: ${err.message}`;
@@ -141,7 +144,7 @@ export class Relay {
       const head = first.subarray(0, 8).toString('latin1');
       if (HTTP_METHODS.test(head)) {
         this.log.warn({ source: address, code: 'WS_PLAIN_HTTP', reason: 'plain HTTP on the TLS port' }, 'connection refused');
-        socket.end(refusalResponse(400, 'this port speaks TLS with client certificates; plain HTTP is refused'));
+        socket.end(refusalResponse(400, 'this port speaks TLS with client certificates; plain HTTP is refused', { body: true }));
         return;
       }
       if (first[0] !== 0x16) {
@@ -150,7 +153,12 @@ export class Relay {
         return;
       }
       socket.unshift(first);
+      // This timer guarded only the first byte; left armed on the raw socket under the TLS
+      // layer, it would cut every agent and client connection 10 s after it began. The TLS
+      // handshake has its own limit (handshakeTimeout).
+      socket.setTimeout(0);
       this.frontSockets.delete(socket);
+      this.sourceOf.set(socket, address);
       this.tlsServer?.emit('connection', socket);
     });
   }

@@ -12,12 +12,18 @@ import { DEFAULTS } from '../wire/defaults.js';
 import { STATUS_TEXT } from '../wire/protocol.js';
 import { StreamRefused, errorCode, errorMessage } from '../common/errors.js';
 
-export function refusalResponse(status: number, reason: string): string {
+/**
+ * The answer to a refused request: the reason is the status line's phrase. No body by default:
+ * stone's `/http` mode strips the response head whatever its status and hands everything after
+ * it to the local client as if the service had sent it. `body: true` (plain HTTP on the TLS
+ * port, read by browsers and curl users) repeats the reason as text.
+ */
+export function refusalResponse(status: number, reason: string, options: { body?: boolean } = {}): string {
   const phrase = reason.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 300);
-  const body = `${STATUS_TEXT[status] ?? 'Error'}: ${phrase}\n`;
+  const body = options.body ? `${STATUS_TEXT[status] ?? 'Error'}: ${phrase}\n` : '';
   return (
     `HTTP/1.1 ${status} ${phrase}\r\n` +
-    'Content-Type: text/plain; charset=utf-8\r\n' +
+    (body ? 'Content-Type: text/plain; charset=utf-8\r\n' : '') +
     'Connection: close\r\n' +
     `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n` +
     body
