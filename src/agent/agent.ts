@@ -52,7 +52,7 @@ export class Agent {
   private connectedAt = 0;
 
   constructor(private readonly options: AgentOptions) {
-    this.server = http2.createServer({ settings: h2Settings(), maxSessionMemory: 64 });
+    this.server = http2.createServer({ settings: h2Settings(), maxSessionMemory: DEFAULTS.maxSessionMemoryMb });
     this.server.on('session', (session) => {
       this.session = session;
       session.on('error', (err) => this.options.log.debug({ err: err.message }, 'relay session error'));
@@ -78,7 +78,7 @@ export class Agent {
           return;
         }
         this.socket = socket;
-        socket.setKeepAlive(true, 30_000);
+        socket.setKeepAlive(true, DEFAULTS.tcpKeepAliveMs);
         socket.on('error', (err) => log.warn({ relay: formatHostPort(relay), err: err.message }, 'relay connection error'));
         socket.once('close', () => this.onClosed(socket));
         this.connectedAt = Date.now();
@@ -157,7 +157,7 @@ export class Agent {
     let size = 0;
     stream.on('data', (c: Buffer) => {
       size += c.length;
-      if (size <= 64 * 1024) chunks.push(c);
+      if (size <= DEFAULTS.controlBodyMaxBytes) chunks.push(c);
     });
     stream.on('end', () => {
       stream.respond({ ':status': 204 }, { endStream: true });

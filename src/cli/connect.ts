@@ -28,6 +28,7 @@ export function register(program: Command): void {
       const log = createLogger({ name: 'connect' });
       const client = new RelayClient(identity, relay, log);
       if (opts.stdio) {
+        onShutdown(async () => client.close());
         await connectStdio(client, tunnel).catch(reportAndExit);
         process.exit(0);
       }

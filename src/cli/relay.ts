@@ -6,7 +6,7 @@ import { homePaths } from '../common/home.js';
 import { openStore } from '../store/open.js';
 import { Relay } from '../relay/relay.js';
 import { DEFAULTS } from '../wire/defaults.js';
-import { collect, onShutdown } from './shared.js';
+import { collect, onShutdown, parseSeconds } from './shared.js';
 import { chownSync } from 'node:fs';
 import { dropPrivileges, lookupAccount, runningAsRoot } from '../common/privileges.js';
 
@@ -23,7 +23,7 @@ export function register(program: Command): void {
       const listen: HostPort[] =
         opts.listen.length > 0 ? opts.listen.map((l) => parseHostPort(l, '--listen', '::', true)) : [{ host: '::', port: DEFAULTS.relayPort }];
       const store = await openStore(homePaths(opts.home).store);
-      const relay = new Relay({ home: opts.home, listen, store, log, idleTimeoutMs: Number(opts.idleTimeout) * 1000 });
+      const relay = new Relay({ home: opts.home, listen, store, log, idleTimeoutMs: parseSeconds(opts.idleTimeout, '--idle-timeout') * 1000 });
       onShutdown(async () => {
         log.info('stopping');
         await relay.stop();

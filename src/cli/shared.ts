@@ -58,6 +58,11 @@ export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+export function parseSeconds(text: string, flag: string): number {
+  if (!/^\d+(\.\d+)?$/.test(text)) throw new UsageError(`${flag}: '${text}' should be a number of seconds (0 = never)`);
+  return Number(text);
+}
+
 export function parseDays(text: string): number {
   if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 36500) {
     throw new UsageError(`--days: '${text}' should be a whole number of days between 1 and 36500`);

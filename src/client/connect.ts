@@ -7,7 +7,7 @@ import type { Logger } from '../common/log.js';
 import type { RelayClient } from './relay-client.js';
 import { splice, type SpliceHandle } from '../common/splice.js';
 import { formatAddress, formatHostPort, type HostPort } from '../common/hostport.js';
-import { errorMessage } from '../common/errors.js';
+import { errorCode, errorMessage } from '../common/errors.js';
 
 export class LocalForwarder {
   private server: net.Server | undefined;
@@ -52,7 +52,7 @@ export class LocalForwarder {
         void handle.done.then(() => this.handles.delete(handle));
       })
       .catch((err: unknown) => {
-        this.log.warn({ source, tunnel: this.target, reason: errorMessage(err) }, 'stream refused');
+        this.log.warn({ source, tunnel: this.target, code: errorCode(err), reason: errorMessage(err) }, 'stream refused');
         socket.destroy();
       });
   }

@@ -28,7 +28,7 @@ export class RelayClient {
       const session = http2.connect(`https://${formatHostPort(relay)}`, {
         createConnection: () => socket,
         settings: h2Settings(),
-        maxSessionMemory: 64,
+        maxSessionMemory: DEFAULTS.maxSessionMemoryMb,
       });
       session.on('error', (err) => this.log.debug({ err: err.message }, 'relay session error'));
       session.once('connect', () => {

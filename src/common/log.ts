@@ -10,7 +10,7 @@ export function createLogger(options: { level?: string; name?: string } = {}): L
   return pino(
     {
       level,
-      base: options.name ? { part: options.name } : {},
+      base: options.name ? { cmd: options.name } : {},
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },

@@ -60,6 +60,10 @@ export function splice(a: Duplex, b: Duplex, options: { idleTimeoutMs?: number }
     }
   };
 
+  // Two pipelines, the counters and the owners' handlers all listen for close/error/end on
+  // the same streams: more than Node's warning threshold of 10, and all legitimate.
+  a.setMaxListeners(Math.max(a.getMaxListeners(), 30));
+  b.setMaxListeners(Math.max(b.getMaxListeners(), 30));
   a.on('data', (chunk: Buffer) => {
     counters.aToB += chunk.length;
     counters.lastActivity = Date.now();

@@ -4,6 +4,7 @@
 import http from 'node:http';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import type { Logger } from '../common/log.js';
+import { StateError } from '../common/errors.js';
 
 export interface RelayStatus {
   relay: { pid: number; startedAt: string; listen: string[]; version: string };
@@ -23,8 +24,12 @@ export class AdminSocket {
 
   async start(): Promise<void> {
     if (existsSync(this.path)) {
-      // A socket left by a relay that died; if a live relay owns it, our listen on the TLS port
-      // would already have failed, so removing it is safe here.
+      // Either a live relay with this home (refuse: two relays on one home would fight over
+      // the store and the socket) or one that died and left its socket behind (remove it).
+      const live = await fetchStatus(this.path, 1_000).catch(() => undefined);
+      if (live) {
+        throw new StateError(`another relay (pid ${live.relay.pid}) is already running with this home; stop it first`, 'WS_RELAY_RUNNING');
+      }
       unlinkSync(this.path);
     }
     const server = http.createServer((req, res) => {

@@ -123,7 +123,7 @@ function awaitResponse(stream: ClientHttp2Stream, timeoutMs: number): Promise<ht
 export function refuseAgent(socket: TLSSocket, reason: string): void {
   const session = http2.connect('http://agent.invalid', { createConnection: () => socket, settings: h2Settings() });
   session.on('error', () => undefined);
-  const timer = setTimeout(() => session.destroy(), 2_000);
+  const timer = setTimeout(() => session.destroy(), DEFAULTS.refusalLingerMs);
   timer.unref();
   session.once('connect', () => {
     session.goaway(http2.constants.NGHTTP2_REFUSED_STREAM, 0, Buffer.from(reason.slice(0, 300)));
@@ -147,7 +147,7 @@ export class AgentHub {
     const session = http2.connect('http://agent.invalid', {
       createConnection: () => socket,
       settings: h2Settings(),
-      maxSessionMemory: 64,
+      maxSessionMemory: DEFAULTS.maxSessionMemoryMb,
     });
     session.on('error', (err) => this.log.debug({ agent: identity.name, err: err.message }, 'agent session error'));
     session.once('connect', () => session.setLocalWindowSize(DEFAULTS.connectionWindow));
@@ -158,7 +158,7 @@ export class AgentHub {
       helloStream.end();
       const headers = await awaitResponse(helloStream, DEFAULTS.streamOpenTimeoutMs);
       if (Number(headers[':status']) !== 200) throw new ProtocolError(`agent answered hello with status ${String(headers[':status'])}`);
-      const hello = parseHello(await readBody(helloStream, 64 * 1024));
+      const hello = parseHello(await readBody(helloStream, DEFAULTS.controlBodyMaxBytes));
       if (typeof hello === 'string') throw new ProtocolError(hello);
       if (hello.agent !== identity.name) {
         throw new ProtocolError(`agent calls itself '${hello.agent}' but its certificate says '${identity.name}'`);

@@ -35,7 +35,7 @@ export class H2ClientGateway {
     private readonly gateway: Gateway,
     private readonly log: Logger,
   ) {
-    this.server = http2.createServer({ settings: h2Settings(), maxSessionMemory: 64 });
+    this.server = http2.createServer({ settings: h2Settings(), maxSessionMemory: DEFAULTS.maxSessionMemoryMb });
     this.server.on('session', (session) => {
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
@@ -54,7 +54,7 @@ export class H2ClientGateway {
   attachRefused(socket: TLSSocket, refusal: StreamRefused): void {
     (socket as TaggedSocket)[PEER] = { identity: undefined, address: '', refusal };
     this.server.emit('connection', socket);
-    setTimeout(() => socket.destroy(), 5_000).unref();
+    setTimeout(() => socket.destroy(), DEFAULTS.refusalLingerMs).unref();
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
@@ -91,7 +91,7 @@ export class H2ClientGateway {
   private refuse(stream: ServerHttp2Stream, peer: PeerInfo, err: unknown, tunnel?: string): void {
     const refused =
       err instanceof StreamRefused ? err : new StreamRefused(502, errorCode(err) ?? 'WS_INTERNAL', `stream failed: ${errorMessage(err)}`);
-    this.log.warn({ user: peer.identity?.name, source: peer.address, tunnel, code: refused.code, reason: refused.message }, 'stream refused');
+    this.log.warn({ user: peer.identity?.name, source: peer.address, tunnel, code: refused.code, reason: refused.message, via: 'h2' }, 'stream refused');
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) {
       stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);

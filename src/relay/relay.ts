@@ -98,17 +98,18 @@ export class Relay {
       // By now the socket may be closed and have forgotten its peer: use what the door saw.
       const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
       const address = (raw && this.sourceOf.get(raw)) ?? formatAddress(socket.remoteAddress, socket.remotePort);
-      const reason = /timed out|ETLSTIMEDOUT/i.test(err.message)
+      const reason = /timed out|timeout|ETLSTIMEDOUT/i.test(err.message)
         ? `TLS handshake did not finish within ${DEFAULTS.handshakeTimeoutMs / 1000} s`
         : `TLS handshake failed: ${err.message}`;
       this.log.warn({ source: address, code: 'WS_HANDSHAKE', reason }, 'connection refused');
       socket.destroy();
     });
-    for (const hp of this.options.listen) await this.listen(hp);
     if (this.options.adminSocket !== false) {
+      // First, so a second relay on the same home stops before it binds anything.
       this.admin = new AdminSocket(homePaths(this.options.home).adminSocket, () => this.status(), this.log);
       await this.admin.start();
     }
+    for (const hp of this.options.listen) await this.listen(hp);
   }
 
   private async listen(hp: HostPort): Promise<void> {

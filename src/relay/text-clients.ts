@@ -75,7 +75,7 @@ export class TextClientGateway {
     this.log.warn({ user: identity.name, source: address, tunnel, code: refused.code, reason: refused.message, via: 'connect' }, 'stream refused');
     if (socket.destroyed) return;
     socket.end(refusalResponse(refused.status, refused.message));
-    setTimeout(() => socket.destroy(), 2_000).unref();
+    setTimeout(() => socket.destroy(), DEFAULTS.refusalLingerMs).unref();
   }
 
   revokedSockets(isRevoked: (serial: string) => boolean): void {

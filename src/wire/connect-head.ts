@@ -68,7 +68,7 @@ function parseHead(head: string, rest: Buffer): HeadResult {
   const requestLine = lines[0] ?? '';
   const match = /^CONNECT ([^ ]+) HTTP\/1\.[01]$/.exec(requestLine.replace(/\r$/, ''));
   if (!match) {
-    return { kind: 'bad', status: 400, reason: `expected 'CONNECT <tunnel>[:<port>] HTTP/1.1', got ${JSON.stringify(requestLine.slice(0, 80))}` };
+    return { kind: 'bad', status: 400, reason: `expected 'CONNECT <tunnel>[:<port>] HTTP/1.1', got ${JSON.stringify(requestLine.replace(/\r$/, '').slice(0, 80))}` };
   }
   const target = parseTarget(match[1] as string);
   if (typeof target === 'string') return { kind: 'bad', status: 400, reason: target };

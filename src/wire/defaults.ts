@@ -1,5 +1,5 @@
 // Every tunable of the relay<->agent<->client data path, in one place, with the reason for its
-// value. Other parts import these; nothing else hard-codes a window, a limit or a timeout.
+// value. Other parts import these rather than hard-coding a window, a limit or a timeout.
 // Owns: default numbers. Must not: import anything.
 
 export const DEFAULTS = {
@@ -11,7 +11,11 @@ export const DEFAULTS = {
    * reader can make the relay hold for it.
    */
   streamWindow: 4 * 1024 * 1024,
-  /** HTTP/2 connection window: bounds the bytes buffered per TLS connection over all streams. */
+  /**
+   * HTTP/2 connection window: bytes in flight per TLS connection over all streams. Node credits
+   * it on receipt, so it is not a memory cap; what a slow reader can make us hold is bounded per
+   * stream (streamWindow each way) times the open streams (maxConcurrentStreams).
+   */
   connectionWindow: 16 * 1024 * 1024,
   /** Largest HTTP/2 frame we accept (the protocol minimum is 16 KiB, max 16 MiB). */
   maxFrameSize: 64 * 1024,
@@ -42,8 +46,16 @@ export const DEFAULTS = {
   backoffJitter: 0.5,
   /** After this long connected, the agent's backoff starts again from the first delay. */
   backoffResetAfterMs: 60_000,
-  /** Grace given to streams when the process is asked to stop. */
+  /** How long a stopping agent waits for the relay to acknowledge its close. */
   shutdownGraceMs: 2_000,
+  /** nghttp2's memory cap per HTTP/2 session, in MB (Node's default is 10). */
+  maxSessionMemoryMb: 64,
+  /** Largest hello or registration body exchanged on an agent link. */
+  controlBodyMaxBytes: 64 * 1024,
+  /** TCP keep-alive on the agent's link, so NAT boxes keep the mapping. */
+  tcpKeepAliveMs: 30_000,
+  /** After a refusal answer, the connection is closed at the latest after this long. */
+  refusalLingerMs: 2_000,
 } as const;
 
 export type Defaults = typeof DEFAULTS;

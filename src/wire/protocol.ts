@@ -14,18 +14,6 @@ export const HEADER_USER = 'warpstone-user';
 export const HEADER_SOURCE = 'warpstone-source';
 export const HEADER_REASON = 'warpstone-reason';
 export const HEADER_CODE = 'warpstone-code';
-export const HEADER_STREAM_ID = 'warpstone-stream';
-
-/** Wire statuses of a stream-open answer. */
-export const Status = {
-  ok: 200,
-  badRequest: 400,
-  forbidden: 403,
-  notFound: 404,
-  badGateway: 502,
-  unavailable: 503,
-  gatewayTimeout: 504,
-} as const;
 
 export const STATUS_TEXT: Record<number, string> = {
   200: 'OK',
