@@ -115,9 +115,12 @@ export class Relay {
   private async listen(hp: HostPort): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.onConnection(socket));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'EADDRINUSE' ? 'the address is already in use (another relay or program?)' : err.code === 'EACCES' ? 'permission denied (ports below 1024 need root; see --user)' : err.message;
+        reject(new StateError(`cannot listen on ${formatHostPort(hp)}: ${why}`, 'WS_LISTEN'));
+      });
       server.listen({ host: hp.host, port: hp.port, ipv6Only: false }, () => {
-        server.off('error', reject);
+        server.removeAllListeners('error');
         resolve();
       });
     });

@@ -25,6 +25,18 @@ test('a second relay on the same home is refused; a stale socket is replaced', a
   assert.equal(JSON.parse(again.stdout).relay.pid, third.child.pid);
 });
 
+test('a port in use is a one-line error', async () => {
+  const home = await makeHome(cleanup);
+  const other = await makeHome(cleanup);
+  const port = await freePort();
+  const first = startWarpstone(cleanup, ['relay', '--listen', `127.0.0.1:${port}`], home.env);
+  await first.waitFor(/relay listening/);
+  const r = await runWarpstone(['relay', '--listen', `127.0.0.1:${port}`], other.env);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: the address is already in use`));
+  assert.doesNotMatch(r.stderr, /at .*\.ts:\d+/, 'no stack trace');
+});
+
 test('--idle-timeout must be a number of seconds', async () => {
   const home = await makeHome(cleanup);
   const r = await runWarpstone(['relay', '--listen', '127.0.0.1:0', '--idle-timeout', 'abc'], home.env);
