@@ -153,6 +153,10 @@ export class AgentHub {
     session.once('connect', () => session.setLocalWindowSize(DEFAULTS.connectionWindow));
     const link = new AgentLink(identity, address, session, socket);
     session.once('close', () => this.detach(link, 'connection closed'));
+    // The TLS server allows half-open sockets (VPN-Warp text clients half-close and still read
+    // the reply), but an agent link has no use for one: the agent's FIN (it stopped, or its
+    // process died and the kernel closed the socket) ends the link now, not at the next ping.
+    socket.once('end', () => this.detach(link, 'agent closed the connection'));
     try {
       const helloStream = link.request({ ':method': 'GET', ':path': PATH_HELLO });
       helloStream.end();

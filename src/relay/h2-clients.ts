@@ -37,16 +37,54 @@ export class H2ClientGateway {
   ) {
     this.server = http2.createServer({ settings: h2Settings(), maxSessionMemory: DEFAULTS.maxSessionMemoryMb });
     this.server.on('session', (session) => {
+      const peer = (session.socket as TaggedSocket | undefined)?.[PEER];
       this.sessions.add(session);
-      session.once('close', () => this.sessions.delete(session));
-      session.on('error', (err) => this.log.debug({ err: err.message }, 'client session error'));
+      const pings = setInterval(() => this.probe(session, peer), DEFAULTS.pingIntervalMs);
+      pings.unref();
+      session.once('close', () => {
+        clearInterval(pings);
+        this.sessions.delete(session);
+      });
+      session.on('error', (err) =>
+        this.log.warn({ user: peer?.identity?.name, source: peer?.address, code: 'WS_PROTOCOL', err: err.message }, 'client session error'),
+      );
       session.once('connect', () => session.setLocalWindowSize(DEFAULTS.connectionWindow));
     });
     this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
   }
 
+  /**
+   * Node answers an HTTP/2 protocol error (an oversized or malformed frame) with GOAWAY, then
+   * neither closes the connection nor emits anything, although RFC 9113 section 5.4.1 says the
+   * connection MUST be closed. Such a session never answers a ping again, and neither does a
+   * client whose host vanished: both are closed here, with a log line that says so.
+   */
+  private probe(session: http2.ServerHttp2Session, peer: PeerInfo | undefined): void {
+    if (session.destroyed || session.closed) return;
+    const timer = setTimeout(() => {
+      this.log.warn(
+        {
+          user: peer?.identity?.name,
+          source: peer?.address,
+          code: 'WS_PROTOCOL',
+          reason: `HTTP/2 session did not answer a ping within ${DEFAULTS.pingTimeoutMs / 1000} s (it broke the protocol, or its host is gone)`,
+        },
+        'client connection closed',
+      );
+      session.destroy();
+    }, DEFAULTS.pingTimeoutMs);
+    timer.unref();
+    try {
+      if (!session.ping(() => clearTimeout(timer))) clearTimeout(timer);
+    } catch {
+      clearTimeout(timer);
+    }
+  }
+
   attach(socket: TLSSocket, identity: PeerIdentity, address: string): void {
     (socket as TaggedSocket)[PEER] = { identity, address };
+    // Half-open is for text clients; an HTTP/2 peer that sends FIN is gone.
+    socket.once('end', () => socket.destroy());
     this.server.emit('connection', socket);
   }
 

@@ -215,6 +215,8 @@ export class Relay {
   private explainRefusal(socket: tls.TLSSocket, code: string, reason: string): void {
     if (socket.alpnProtocol !== ALPN_V1) {
       socket.end(refusalResponse(403, reason));
+      // The socket allows half-open: a client that never ends its side would hold it for good.
+      setTimeout(() => socket.destroy(), DEFAULTS.refusalLingerMs).unref();
       return;
     }
     socket.resume();
