@@ -11,6 +11,7 @@ import { register as connect } from './connect.js';
 import { register as status } from './status.js';
 import { register as list } from './list.js';
 import { register as demo } from './demo.js';
+import { register as identd } from './identd.js';
 import { reportAndExit } from './shared.js';
 
 const program = new Command();
@@ -21,7 +22,7 @@ program
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
-for (const add of [init, issue, grant, revoke, relay, agent, connect, status, list, demo]) add(program);
+for (const add of [init, issue, grant, revoke, relay, agent, connect, status, list, demo, identd]) add(program);
 
 try {
   await program.parseAsync(process.argv);
