@@ -1,8 +1,11 @@
-// Joins two duplex streams byte for byte: one pipeline per direction, so end-of-stream travels
-// separately each way (half-close) and backpressure holds (a slow reader pauses the other side's
-// reading instead of growing a buffer). Counts bytes each way and closes idle pairs.
+// Joins two duplex streams byte for byte. A plain pump per direction: 'data' -> write, pause the
+// source while the destination's buffer is full, resume on 'drain'; end-of-stream is carried
+// separately each way (half-close). Backpressure holds: a slow reader pauses the other side's
+// reading instead of growing a buffer. Counts bytes each way; idle pairs are closed by one
+// shared sweep per timeout value, not a timer per stream.
+// Why not stream.pipeline: two pipelines cost ~25 KiB of closures per idle stream and half the
+// connection rate (docs/BENCHMARKS.md, A/B notes); this pump does the same job in a few handlers.
 // Owns: the data pump. Must not: know what the streams are (TCP, TLS, HTTP/2).
-import { pipeline } from 'node:stream';
 import type { Duplex } from 'node:stream';
 
 export interface SpliceCounters {
@@ -24,66 +27,114 @@ export interface SpliceHandle {
   destroy(reason?: Error): void;
 }
 
-function isBenignClose(err: NodeJS.ErrnoException): boolean {
-  return (
-    err.code === 'ERR_STREAM_PREMATURE_CLOSE' ||
-    err.code === 'ECONNRESET' ||
-    err.code === 'EPIPE' ||
-    err.code === 'ERR_HTTP2_STREAM_ERROR' ||
-    err.code === 'ERR_STREAM_DESTROYED'
-  );
+const BENIGN = new Set(['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE', 'ERR_HTTP2_STREAM_ERROR', 'ERR_STREAM_DESTROYED', 'ERR_HTTP2_INVALID_STREAM']);
+
+function isBenign(err: Error): boolean {
+  return BENIGN.has((err as NodeJS.ErrnoException).code ?? '');
+}
+
+interface Side {
+  stream: Duplex;
+  /** this side's readable ended (its peer sent end-of-stream) */
+  readEnded: boolean;
+  /** everything we wrote to this side was flushed after end() */
+  writeFinished: boolean;
+}
+
+/** One interval per idle timeout value sweeps every pair registered with it. */
+const sweeps = new Map<number, { pairs: Set<{ counters: SpliceCounters; destroy: (e: Error) => void }>; timer: NodeJS.Timeout }>();
+
+function watchIdle(idleMs: number, pair: { counters: SpliceCounters; destroy: (e: Error) => void }): () => void {
+  let sweep = sweeps.get(idleMs);
+  if (!sweep) {
+    const pairs = new Set<{ counters: SpliceCounters; destroy: (e: Error) => void }>();
+    const timer = setInterval(() => {
+      const now = Date.now();
+      for (const p of pairs) {
+        if (now - p.counters.lastActivity >= idleMs) p.destroy(new Error(`idle for ${Math.round(idleMs / 1000)} s`));
+      }
+    }, Math.max(50, Math.min(idleMs / 4, 30_000)));
+    timer.unref();
+    sweep = { pairs, timer };
+    sweeps.set(idleMs, sweep);
+  }
+  sweep.pairs.add(pair);
+  const owned = sweep;
+  return () => {
+    owned.pairs.delete(pair);
+    if (owned.pairs.size === 0) {
+      clearInterval(owned.timer);
+      sweeps.delete(idleMs);
+    }
+  };
 }
 
 export function splice(a: Duplex, b: Duplex, options: { idleTimeoutMs?: number } = {}): SpliceHandle {
   const counters: SpliceCounters = { aToB: 0, bToA: 0, lastActivity: Date.now() };
+  const sideA: Side = { stream: a, readEnded: false, writeFinished: false };
+  const sideB: Side = { stream: b, readEnded: false, writeFinished: false };
   let firstError: Error | undefined;
-  let pending = 2;
+  let settled = false;
   let settle!: (r: SpliceResult) => void;
   const done = new Promise<SpliceResult>((resolve) => (settle = resolve));
-  let idleTimer: NodeJS.Timeout | undefined;
+  let unwatch: (() => void) | undefined;
 
-  const destroyBoth = (err?: Error): void => {
-    if (err && !firstError) firstError = err;
+  const finish = (): void => {
+    if (settled) return;
+    settled = true;
+    unwatch?.();
+    settle({ ...counters, error: firstError });
+  };
+
+  const fail = (err: Error | undefined): void => {
+    if (err && !firstError && !isBenign(err)) firstError = err;
     a.destroy();
     b.destroy();
+    finish();
   };
 
-  const finishOne = (err: NodeJS.ErrnoException | null): void => {
-    if (err && !isBenignClose(err) && !firstError) firstError = err;
-    if (err) destroyBoth();
-    pending -= 1;
-    if (pending === 0) {
-      if (idleTimer) clearInterval(idleTimer);
-      // Both directions ended: sockets and HTTP/2 streams close themselves once both sides have
-      // ended; destroying them here could cut frames still queued for the wire.
-      settle({ ...counters, error: firstError });
-    }
+  const complete = (side: Side): boolean => side.readEnded && side.writeFinished;
+  const checkDone = (): void => {
+    if (complete(sideA) && complete(sideB)) finish();
   };
 
-  // Two pipelines, the counters and the owners' handlers all listen for close/error/end on
-  // the same streams: more than Node's warning threshold of 10, and all legitimate.
-  a.setMaxListeners(Math.max(a.getMaxListeners(), 30));
-  b.setMaxListeners(Math.max(b.getMaxListeners(), 30));
-  a.on('data', (chunk: Buffer) => {
-    counters.aToB += chunk.length;
-    counters.lastActivity = Date.now();
-  });
-  b.on('data', (chunk: Buffer) => {
-    counters.bToA += chunk.length;
-    counters.lastActivity = Date.now();
-  });
-  pipeline(a, b, finishOne);
-  pipeline(b, a, finishOne);
+  const pump = (from: Side, to: Side, count: (n: number) => void): void => {
+    from.stream.on('data', (chunk: Buffer) => {
+      count(chunk.length);
+      counters.lastActivity = Date.now();
+      if (!to.stream.write(chunk)) from.stream.pause();
+    });
+    to.stream.on('drain', () => from.stream.resume());
+    from.stream.once('end', () => {
+      from.readEnded = true;
+      to.stream.end(() => {
+        to.writeFinished = true;
+        checkDone();
+      });
+    });
+  };
 
-  const idle = options.idleTimeoutMs ?? 0;
-  if (idle > 0) {
-    idleTimer = setInterval(() => {
-      if (Date.now() - counters.lastActivity >= idle) {
-        destroyBoth(new Error(`idle for ${Math.round(idle / 1000)} s`));
-      }
-    }, Math.min(idle, 30_000));
-    idleTimer.unref();
+  pump(sideA, sideB, (n) => (counters.aToB += n));
+  pump(sideB, sideA, (n) => (counters.bToA += n));
+  for (const side of [sideA, sideB]) {
+    side.stream.on('error', (err: Error) => fail(err));
+    side.stream.once('close', () => {
+      // A side that closes after ending both ways is the normal finish; before that, the pair
+      // is broken and the other side must not wait for bytes that will never come.
+      if (complete(side)) checkDone();
+      else fail(undefined);
+    });
   }
 
-  return { counters, done, destroy: (reason) => destroyBoth(reason) };
+  const destroy = (reason?: Error): void => {
+    if (reason && !firstError) firstError = reason;
+    fail(undefined);
+  };
+  const idle = options.idleTimeoutMs ?? 0;
+  if (idle > 0) unwatch = watchIdle(idle, { counters, destroy });
+
+  // Sources may have been handed over paused (pauseOnConnect, head parsing): start the flow.
+  a.resume();
+  b.resume();
+  return { counters, done, destroy };
 }
