@@ -26,10 +26,10 @@ import {
   HEADER_USER,
   HEADER_SOURCE,
   parseTarget,
+  headerSafe,
   type AgentHello,
   type Registration,
 } from '../wire/protocol.js';
-import { headerSafe } from '../relay/h2-clients.js';
 
 export interface AgentOptions {
   identity: Identity;

@@ -8,7 +8,7 @@ import type { Logger } from '../common/log.js';
 import type { PeerIdentity } from './authenticate.js';
 import type { Gateway } from './gateway.js';
 import { DEFAULTS, h2Settings } from '../wire/defaults.js';
-import { HEADER_REASON, HEADER_CODE, parseTarget } from '../wire/protocol.js';
+import { HEADER_REASON, HEADER_CODE, parseTarget, headerSafe } from '../wire/protocol.js';
 import { StreamRefused, errorCode, errorMessage } from '../common/errors.js';
 
 const PEER = Symbol('warpstone.peer');
@@ -21,11 +21,6 @@ interface PeerInfo {
 }
 
 type TaggedSocket = TLSSocket & { [PEER]?: PeerInfo };
-
-/** Header values may not carry CR/LF or other controls. */
-export function headerSafe(text: string): string {
-  return text.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 500);
-}
 
 export class H2ClientGateway {
   private readonly server: http2.Http2Server;

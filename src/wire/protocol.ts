@@ -15,6 +15,11 @@ export const HEADER_SOURCE = 'warpstone-source';
 export const HEADER_REASON = 'warpstone-reason';
 export const HEADER_CODE = 'warpstone-code';
 
+/** Header values may not carry CR/LF or other controls; reasons are cut to a readable length. */
+export function headerSafe(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 500);
+}
+
 export const STATUS_TEXT: Record<number, string> = {
   200: 'OK',
   400: 'Bad Request',

@@ -1,0 +1,146 @@
+// Where a running `warpstone stone` writes stone-format lines: the log (stderr, or the `-L`
+// file / stdout), the `-a` accounting file, and the address strings stone prints (service names
+// from /etc/services and reverse-DNS names unless `-n`, numbers for loopback).
+// Owns: output destinations and the per-process prefix (time, thread id). Must not: decide which
+// events are logged (logline.ts stoneLogs() does) or touch the relayed sockets.
+import { existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { promises as dns } from 'node:dns';
+import net from 'node:net';
+import { WarpstoneError, errorMessage } from '../common/errors.js';
+import { dumpLines } from './dump.js';
+import {
+  accountingLine,
+  eventLine,
+  linePrefix,
+  logLine,
+  parseServices,
+  stoneAddrPort,
+  stoneLogs,
+  syntheticThreadId,
+  timevalNow,
+  type AccountingEvent,
+  type StoneEvent,
+  type StoneExt,
+} from './logline.js';
+import type { IpAddress, OutputFile } from './types.js';
+
+export interface StoneLogOptions {
+  readonly debugLevel: number;
+  readonly numeric: boolean;
+  readonly logFile: OutputFile | undefined;
+  readonly accountingFile: OutputFile | undefined;
+}
+
+/** A -L or -a file cannot be opened. */
+export class StoneOutputError extends WarpstoneError {
+  constructor(what: string, path: string, cause: unknown) {
+    super('WS_STONE_OUTPUT', `cannot open the ${what} ${path}: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+function openOutput(file: OutputFile | undefined, fallbackFd: number, what: string): number {
+  if (file === undefined) return fallbackFd;
+  if (file.kind === 'stdout') return 1;
+  try {
+    return openSync(file.path, 'a');
+  } catch (err) {
+    throw new StoneOutputError(what, file.path, err);
+  }
+}
+
+let services: Map<string, string> | undefined;
+function serviceName(port: number): string | undefined {
+  if (!services) {
+    try {
+      services = existsSync('/etc/services') ? parseServices(readFileSync('/etc/services', 'utf8')) : new Map();
+    } catch {
+      services = new Map();
+    }
+  }
+  return services.get(`${port}/tcp`);
+}
+
+function isLoopbackOrAny(host: string): boolean {
+  const h = host.replace(/^::ffff:/i, '');
+  return h === '127.0.0.1' || h === '0.0.0.0' || h === '::1' || h === '::';
+}
+
+/** inet_ntop of a resolved xhost address (stone's NI_NUMERICHOST). */
+export function ipText(address: IpAddress): string {
+  if (address.family === 4) return address.bytes.join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((((address.bytes[i] ?? 0) << 8) | (address.bytes[i + 1] ?? 0)).toString(16));
+  return new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
+}
+
+export class StoneLog {
+  readonly debug: number;
+  readonly numeric: boolean;
+  private readonly logFd: number;
+  private readonly accountingFd: number | undefined;
+  private readonly threadId = syntheticThreadId();
+
+  constructor(options: StoneLogOptions) {
+    this.debug = options.debugLevel;
+    this.numeric = options.numeric;
+    this.logFd = openOutput(options.logFile, 2, 'log file (-L)');
+    this.accountingFd = options.accountingFile === undefined ? undefined : openOutput(options.accountingFile, 1, 'accounting file (-a)');
+  }
+
+  private write(fd: number, line: string): void {
+    try {
+      writeSync(fd, Buffer.from(`${line}\n`, 'latin1'));
+    } catch {
+      // a log that cannot be written must not stop the relay (stone ignores it too)
+    }
+  }
+
+  /** Logs an event if stone would at this -d level and dump mode. */
+  event(e: StoneEvent, dumpMode = 0): void {
+    if (!stoneLogs(e, { debug: this.debug, dumpMode })) return;
+    this.write(this.logFd, eventLine(timevalNow(), this.threadId, e));
+  }
+
+  /** A message logged as is (for lines logline.ts has no event for). */
+  message(text: string): void {
+    this.write(this.logFd, logLine(linePrefix(timevalNow(), this.threadId), text));
+  }
+
+  /** Dump lines for bytes written (one stone-sized chunk). */
+  dump(head: string, data: Uint8Array, mode: number): void {
+    if (data.length === 0) return;
+    const prefix = linePrefix(timevalNow(), this.threadId);
+    let out = '';
+    for (const line of dumpLines(head, data, mode)) out += `${logLine(prefix, line)}\n`;
+    try {
+      writeSync(this.logFd, Buffer.from(out, 'latin1'));
+    } catch {
+      // see write()
+    }
+  }
+
+  get accounting(): boolean {
+    return this.accountingFd !== undefined;
+  }
+
+  account(e: AccountingEvent): void {
+    if (this.accountingFd !== undefined) this.write(this.accountingFd, accountingLine(e));
+  }
+
+  /** `host:port[/ext]` as stone prints an address it knows by number. */
+  addr(host: string, port: number, exts: Iterable<StoneExt> = [], hostName?: string): string {
+    return stoneAddrPort(host, port, { numeric: this.numeric, serviceName: serviceName(port), exts, ...(hostName ? { hostName } : {}) });
+  }
+
+  /** Like addr(), with the reverse-DNS name stone's getnameinfo would find (unless -n). */
+  async addrNamed(host: string, port: number, exts: Iterable<StoneExt> = []): Promise<string> {
+    if (this.numeric || isLoopbackOrAny(host)) return this.addr(host, port, exts);
+    let name: string | undefined;
+    try {
+      name = (await dns.reverse(host.replace(/^::ffff:(?=\d+\.)/i, '')))[0];
+    } catch {
+      name = undefined;
+    }
+    return this.addr(host, port, exts, name);
+  }
+}

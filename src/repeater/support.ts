@@ -1,0 +1,89 @@
+// What this engine runs today, checked before anything starts: plain TCP relay pairs
+// `host:port sport [xhost...]` over IPv4 and IPv6, with -d -p -n -L -a -X -T -A -r -i -N.
+// Everything else the grammar accepts (ssl, udp, UNIX sockets, proxy, health, identd, /http,
+// /proxy, /base, /ident, -b, -B, -I, -D, -o, -g, -t, -l, ...) is refused with
+// WS_STONE_UNSUPPORTED naming the stone or option, never silently ignored.
+// Owns: the list of supported features. Must not: open sockets or log.
+import { WarpstoneError } from '../common/errors.js';
+import { formatPosition } from './tokens.js';
+import type { Destination, Listener, StoneDefinition, StoneProgram } from './types.js';
+
+export class StoneUnsupportedError extends WarpstoneError {
+  constructor(message: string) {
+    super('WS_STONE_UNSUPPORTED', message);
+  }
+}
+
+function endpointText(endpoint: { kind: 'inet'; host: string; port: { text: string } } | { kind: 'unix'; path: string }): string {
+  return endpoint.kind === 'unix' ? endpoint.path : `${endpoint.host}:${endpoint.port.text}`;
+}
+
+function destinationText(d: Destination): string {
+  switch (d.kind) {
+    case 'relay':
+    case 'http-request':
+    case 'insert-header':
+      return endpointText(d.endpoint);
+    default:
+      return d.kind;
+  }
+}
+
+function listenerText(l: Listener): string {
+  if (l.address.kind === 'unix') return l.address.path;
+  const host = l.address.host === undefined ? '' : `${l.address.host}${l.address.interface ? `%${l.address.interface}` : ''}:`;
+  return `${host}${l.address.port.text}`;
+}
+
+/** `stone 2 (argument 4: backend:80 <- 8080)` */
+export function describeStone(stone: StoneDefinition): string {
+  return `stone ${stone.index + 1} (${formatPosition(stone.position)}: ${destinationText(stone.destination)} <- ${listenerText(stone.listener)})`;
+}
+
+/** The reasons a stone cannot run here yet; [] when it can. */
+export function unsupportedFeatures(stone: StoneDefinition): string[] {
+  const out: string[] = [];
+  const d = stone.destination;
+  const l = stone.listener;
+  if (d.kind === 'http-request') out.push('a /http destination');
+  else if (d.kind === 'insert-header') out.push('a /proxy or /mproxy destination');
+  else if (d.kind !== 'relay') out.push(`the '${d.kind}' command`);
+  if (d.kind !== 'proxy' && d.kind !== 'health' && d.kind !== 'identd') {
+    if (d.endpoint.kind === 'unix') out.push('a UNIX-socket destination');
+  }
+  if (d.extensions.transport === 'udp') out.push('a UDP destination (/udp)');
+  if (d.extensions.ssl) out.push('an SSL destination (/ssl)');
+  if (d.extensions.base64) out.push('a base64 destination (/base)');
+  if (l.address.kind === 'unix') out.push('a UNIX-socket listener');
+  else if (l.address.interface !== undefined) out.push(`binding to an interface (%${l.address.interface})`);
+  if (l.extensions.transport === 'udp') out.push('a UDP listener (/udp)');
+  if (l.extensions.ssl) out.push('an SSL listener (/ssl)');
+  if (l.extensions.http) out.push('an HTTP-wrapped listener (/http)');
+  if (l.extensions.base64) out.push('a base64 listener (/base)');
+  if (l.extensions.ident) out.push('ident lookups (/ident)');
+  if (stone.settings.backups.length > 0) out.push('-b backup rules');
+  if (stone.settings.balanceGroups.length > 0) out.push('-B balance groups');
+  if (stone.settings.localBind !== undefined) out.push(`-I ${stone.settings.localBind.text}`);
+  return out;
+}
+
+/** Throws StoneUnsupportedError for the first stone or global option this engine cannot run. */
+export function checkSupported(program: StoneProgram): void {
+  const g = program.globals;
+  const globals: [boolean, string][] = [
+    [g.daemon, '-D (become a daemon)'],
+    [g.user !== undefined, '-o (switch user)'],
+    [g.group !== undefined, '-g (switch group)'],
+    [g.chrootDirectory !== undefined, '-t (chroot)'],
+    [g.syslog > 0, '-l (syslog)'],
+  ];
+  for (const [given, what] of globals) {
+    if (given) throw new StoneUnsupportedError(`option ${what} is not supported yet by warpstone stone`);
+  }
+  for (const stone of program.stones) {
+    const reasons = unsupportedFeatures(stone);
+    if (reasons.length > 0) {
+      throw new StoneUnsupportedError(`${describeStone(stone)}: ${reasons.join(', ')} ${reasons.length === 1 ? 'is' : 'are'} not supported yet by warpstone stone (supported: plain TCP relays host:port sport [xhost...])`);
+    }
+  }
+}

@@ -1,0 +1,267 @@
+// One stone TCP pair: connect to the destination, relay bytes both ways with stone's dump and
+// -ddd log lines, carry a half-close each way, close on idle (-T) or error.
+// Why not src/common/splice.ts: stone dumps every write cut into -X sized pieces and logs per-side
+// EOF/close lines with byte counts; splice has no hooks for either. This pump reads whatever
+// Node delivers (up to 64 KiB a read) and writes it on at once, so -X never throttles
+// throughput: -X only decides how dumped bytes are cut into chunks (dump.ts stoneChunks), as
+// stone's one-read-one-dump would cut them. (With -X above 64 KiB a dump chunk is at most what
+// Node read, 64 KiB; stone would show up to -X bytes in one chunk.)
+// Owns: the pair's sockets from accept to close. Must not: decide access (engine.ts) or format
+// lines (logline.ts, dump.ts).
+import net from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { stoneChunks, tcpDumpHead } from './dump.js';
+import { PROTO } from './logline.js';
+import type { StoneLog } from './stone-log.js';
+
+/** Where a pair connects to and how it logs; fixed per stone. */
+export interface PairTarget {
+  readonly log: StoneLog;
+  readonly listenFd: number;
+  readonly host: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+  /** the destination as stone prints it (`127.0.0.1:ssh`) */
+  readonly printed: string;
+  readonly xferBytes: number;
+  readonly idleMs: number;
+}
+
+interface Side {
+  readonly socket: net.Socket;
+  readonly fd: number;
+  rx: number;
+  tx: number;
+  loops: number;
+  /** this side's readable ended (its peer half-closed) */
+  eof: boolean;
+  closeLogged: boolean;
+}
+
+let syntheticFd = 1000;
+/** The descriptor of a socket, as stone prints it; a stand-in when Node has not opened one yet. */
+export function socketFd(socket: net.Socket | net.Server): number {
+  const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle;
+  const fd = handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : syntheticFd++;
+}
+
+export function errnoOf(err: unknown): number {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const errno = code === undefined ? undefined : (osConstants.errno as Record<string, number | undefined>)[code];
+  if (errno !== undefined) return errno;
+  const raw = (err as NodeJS.ErrnoException | undefined)?.errno;
+  return typeof raw === 'number' ? Math.abs(raw) : 0;
+}
+
+const EPOLLIN = 0x001;
+const EPOLLOUT = 0x004;
+const EPOLLERR = 0x008;
+const EPOLLHUP = 0x010;
+
+/** Live pairs, for the idle sweep and shutdown. */
+export class PairSet {
+  private readonly pairs = new Set<TcpPair>();
+  private sweep: NodeJS.Timeout | undefined;
+
+  add(pair: TcpPair): void {
+    this.pairs.add(pair);
+    if (pair.idleMs > 0 && !this.sweep) {
+      this.sweep = setInterval(() => this.checkIdle(), 1000);
+      this.sweep.unref();
+    }
+  }
+
+  delete(pair: TcpPair): void {
+    this.pairs.delete(pair);
+    if (this.pairs.size === 0 && this.sweep) {
+      clearInterval(this.sweep);
+      this.sweep = undefined;
+    }
+  }
+
+  private checkIdle(): void {
+    const now = Date.now();
+    for (const pair of this.pairs) if (pair.idleMs > 0 && now - pair.lastActivity > pair.idleMs) pair.idle();
+  }
+
+  get size(): number {
+    return this.pairs.size;
+  }
+
+  destroyAll(): void {
+    for (const pair of [...this.pairs]) pair.destroy();
+  }
+}
+
+export class TcpPair {
+  readonly idleMs: number;
+  lastActivity = Date.now();
+  private readonly source: Side;
+  private dest: Side | undefined;
+  private closed = false;
+
+  constructor(
+    client: net.Socket,
+    clientFd: number,
+    private readonly target: PairTarget,
+    /** stone's dump mode for this client (xhost pN or -p count), already & 0xF */
+    private readonly dumpMode: number,
+    private readonly pairs: PairSet,
+  ) {
+    this.idleMs = target.idleMs;
+    this.source = { socket: client, fd: clientFd, rx: 0, tx: 0, loops: 0, eof: false, closeLogged: false };
+    pairs.add(this);
+    client.on('error', (err) => this.fail(this.source, err));
+    client.on('close', () => this.lost());
+    this.connect();
+  }
+
+  private get log(): StoneLog {
+    return this.target.log;
+  }
+
+  private connect(): void {
+    const t = this.target;
+    const socket = net.connect({ host: t.host, port: t.port, family: t.family, allowHalfOpen: true });
+    const dest: Side = { socket, fd: socketFd(socket), rx: 0, tx: 0, loops: 0, eof: false, closeLogged: false };
+    this.dest = dest;
+    this.log.event({ kind: 'connecting', listenFd: t.listenFd, sourceFd: this.source.fd, destFd: dest.fd, to: t.printed });
+    let established = false;
+    socket.once('connect', () => {
+      established = true;
+      this.log.event({ kind: 'established', listenFd: t.listenFd, sourceFd: this.source.fd, destFd: dest.fd });
+      if (this.closed) return;
+      this.pump(this.source, dest, '>');
+      this.pump(dest, this.source, '<');
+      this.source.socket.resume();
+    });
+    socket.on('error', (err) => {
+      if (established) {
+        this.fail(dest, err);
+        return;
+      }
+      const errno = errnoOf(err);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ECONNREFUSED' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ECONNRESET') {
+        this.log.event({ kind: 'epoll', fd: dest.fd, epollFd: 4, events: EPOLLOUT | EPOLLERR | EPOLLHUP });
+        this.log.event({ kind: 'connectFailed', listenFd: t.listenFd, destFd: dest.fd, errno });
+      } else {
+        this.log.event({ kind: 'cantConnect', listenFd: t.listenFd, destFd: dest.fd, errno, to: t.printed });
+      }
+      this.teardown(false);
+    });
+    socket.on('close', () => this.lost());
+  }
+
+  private pump(from: Side, to: Side, direction: '>' | '<'): void {
+    const t = this.target;
+    const head = this.dumpMode > 0 ? tcpDumpHead({ listenFd: t.listenFd, sourceFd: this.source.fd, destFd: (this.dest as Side).fd, direction }) : '';
+    from.socket.on('data', (chunk: Buffer) => {
+      from.rx += chunk.length;
+      from.loops++;
+      to.tx += chunk.length;
+      to.loops++;
+      this.lastActivity = Date.now();
+      const flowing = to.socket.write(chunk);
+      if (this.dumpMode > 0) for (const piece of stoneChunks(chunk, t.xferBytes)) this.log.dump(head, piece, this.dumpMode);
+      if (!flowing) from.socket.pause();
+    });
+    to.socket.on('drain', () => from.socket.resume());
+    from.socket.once('end', () => this.onEof(from, to));
+  }
+
+  private onEof(side: Side, other: Side): void {
+    side.eof = true;
+    const t = this.target;
+    if (!other.eof) {
+      // the first side to end: carry the half-close to the other side
+      this.log.event({ kind: 'eof', listenFd: t.listenFd, fd: side.fd });
+      other.socket.end();
+      return;
+    }
+    // both ended: stone sees the second side hang up, then closes it and its partner
+    this.log.event({ kind: 'epoll', fd: side.fd, epollFd: 4, events: EPOLLIN | EPOLLHUP });
+    this.log.event({ kind: 'eof', listenFd: t.listenFd, fd: side.fd });
+    other.socket.end(() => {
+      this.logClose(side);
+      this.logClose(other);
+      this.teardown(true);
+    });
+  }
+
+  private logClose(side: Side): void {
+    if (side.closeLogged) return;
+    side.closeLogged = true;
+    this.log.event({ kind: 'close', listenFd: this.target.listenFd, fd: side.fd, tx: side.tx, rx: side.rx, loops: side.loops });
+  }
+
+  private pairEvent(side: Side, other: Side | undefined): void {
+    this.log.event({
+      kind: 'pair',
+      listenFd: this.target.listenFd,
+      fd: side.fd,
+      peerFd: other?.fd ?? -1,
+      proto: (side === this.source ? PROTO.commandSource | PROTO.connect : 0) | PROTO.selectRead,
+      count: 0,
+      clock: Math.floor(this.lastActivity / 1000),
+      local: side.socket.localAddress === undefined ? undefined : this.log.addr(side.socket.localAddress, side.socket.localPort ?? 0),
+      peer: side.socket.remoteAddress === undefined ? undefined : this.log.addr(side.socket.remoteAddress, side.socket.remotePort ?? 0),
+      tx: side.tx,
+      rx: side.rx,
+      loops: side.loops,
+    });
+  }
+
+  /** -T expired: stone logs it (-ddd) and shuts both sides down. */
+  idle(): void {
+    if (this.closed) return;
+    this.log.event({ kind: 'idle', listenFd: this.target.listenFd, fd: this.source.fd });
+    if (this.log.debug > 2) this.pairEvent(this.source, this.dest);
+    this.logClose(this.source);
+    if (this.dest) this.logClose(this.dest);
+    this.teardown(true);
+  }
+
+  private fail(side: Side, err: Error): void {
+    if (this.closed) return;
+    const other = side === this.source ? this.dest : this.source;
+    this.log.event({ kind: 'ioError', listenFd: this.target.listenFd, fd: side.fd, op: 'read', errno: errnoOf(err) });
+    this.pairEvent(side, other);
+    this.logClose(side);
+    if (other) this.logClose(other);
+    this.teardown(false);
+  }
+
+  /** A socket closed under us (reset, destroyed): the pair cannot go on. */
+  private lost(): void {
+    if (this.closed) return;
+    const both = [this.source, this.dest].filter((s): s is Side => s !== undefined);
+    if (both.length === 2 && both.every((s) => s.eof)) return; // the normal finish is in progress
+    for (const s of both) this.logClose(s);
+    this.teardown(false);
+  }
+
+  /** Ends both sockets: `graceful` sends FIN after pending bytes, else destroys at once. */
+  private teardown(graceful: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pairs.delete(this);
+    for (const side of [this.source, this.dest]) {
+      if (!side) continue;
+      const s = side.socket;
+      if (graceful && !s.destroyed) {
+        s.end();
+        s.once('finish', () => s.destroy());
+        setTimeout(() => s.destroy(), 5000).unref();
+      } else {
+        s.destroy();
+      }
+    }
+  }
+
+  /** Shutdown: close now. */
+  destroy(): void {
+    this.teardown(false);
+  }
+}
