@@ -12,6 +12,7 @@ import { register as status } from './status.js';
 import { register as list } from './list.js';
 import { register as demo } from './demo.js';
 import { register as identd } from './identd.js';
+import { register as stone } from './stone.js';
 import { reportAndExit } from './shared.js';
 
 const program = new Command();
@@ -22,7 +23,7 @@ program
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
-for (const add of [init, issue, grant, revoke, relay, agent, connect, status, list, demo, identd]) add(program);
+for (const add of [init, issue, grant, revoke, relay, agent, connect, status, list, demo, identd, stone]) add(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -53,7 +53,7 @@ export function testEnvironment(files: Record<string, string> = {}, env: Record<
     requests,
     readConfigFile(request) {
       requests.push(request);
-      const text = files[request.path];
+      const text = Object.hasOwn(files, request.path) ? files[request.path] : undefined;
       if (text === undefined) throw new Error(`ENOENT: no such file or directory, open '${request.path}'`);
       return text;
     },

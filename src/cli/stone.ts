@@ -1,0 +1,146 @@
+// `warpstone stone [stone options] <stone> [-- <stone>]...`: stone 2.4's command line, parsed by
+// src/repeater/grammar.ts and run by src/repeater/engine.ts. Every argument after `stone` is
+// handed to the grammar untouched (stone's own -h, -p, -d, -C, `--`, ...).
+// Exit codes: 2 for a grammar error or a stone this version cannot run (WS_STONE_UNSUPPORTED),
+// 1 for start-up failures (names, ports, files), 0 after SIGTERM/SIGINT or -N, 1 after -h (as stone).
+import type { Command } from 'commander';
+import { execFileSync } from 'node:child_process';
+import { hostname } from 'node:os';
+import { readFileSync, statSync } from 'node:fs';
+import { WarpstoneError, errorMessage } from '../common/errors.js';
+import { parseStoneArguments, type ConfigFileRequest, type GrammarEnvironment } from '../repeater/grammar.js';
+import { StoneGrammarError } from '../repeater/tokens.js';
+import { StoneUnsupportedError } from '../repeater/support.js';
+import { startStones } from '../repeater/engine.js';
+
+const NAME = 'warpstone stone';
+
+let services: Map<string, number> | undefined;
+function lookupService(name: string, protocol: 'tcp' | 'udp'): number | undefined {
+  if (!services) {
+    services = new Map();
+    let text = '';
+    try {
+      text = readFileSync('/etc/services', 'utf8');
+    } catch {
+      text = '';
+    }
+    for (const line of text.split('\n')) {
+      const [service, portProto, ...aliases] = line.replace(/#.*/, '').trim().split(/\s+/);
+      const m = /^(\d+)\/(tcp|udp)$/.exec(portProto ?? '');
+      if (!service || !m) continue;
+      for (const n of [service, ...aliases]) if (!services.has(`${n}/${m[2]}`)) services.set(`${n}/${m[2]}`, Number(m[1]));
+    }
+  }
+  return services.get(`${name}/${protocol}`);
+}
+
+/** Reads a -C file, through stone's preprocessor unless `-P ''` (Debian: cpp -traditional). */
+function readConfigFile(request: ConfigFileRequest, env: NodeJS.ProcessEnv): string {
+  if (request.preprocessor === undefined) return readFileSync(request.path, 'latin1');
+  readFileSync(request.path); // a missing file is reported as such, not as a cpp failure
+  const host = hostname();
+  const [command, ...args] = request.preprocessor.command.split(/\s+/).filter((a) => a !== '');
+  if (command === undefined) return readFileSync(request.path, 'latin1');
+  const extra = request.preprocessor.options?.split(/\s+/).filter((a) => a !== '') ?? [];
+  const argv = [...args, ...extra, `-DHOST=${host}`, `-DHOST_${host.replace(/\./g, '_')}`, `-DHOME=${env.HOME ?? ''}`, request.path];
+  try {
+    return execFileSync(command, argv, { encoding: 'latin1', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr?.trim();
+    throw new Error(`preprocessor ${request.preprocessor.command} failed on ${request.path}: ${stderr || errorMessage(err)} (give -P '' to read the file without one)`);
+  }
+}
+
+export function stoneEnvironment(env: NodeJS.ProcessEnv = process.env): GrammarEnvironment {
+  return {
+    env,
+    readConfigFile: (request) => readConfigFile(request, env),
+    isDirectory: (path) => {
+      try {
+        return statSync(path).isDirectory();
+      } catch {
+        return false;
+      }
+    },
+    lookupService,
+  };
+}
+
+/**
+ * The arguments after `stone` exactly as given. commander's own parsing of the parent command
+ * drops a `--` that follows operands, so they are taken from the raw argv when it is there.
+ */
+function rawStoneArguments(command: Command, parsed: string[]): string[] {
+  const raw = (command.parent as unknown as { rawArgs?: string[] } | null)?.rawArgs;
+  if (!raw) return parsed;
+  const user = raw.slice(2);
+  const at = user.indexOf('stone');
+  if (at < 0 || user.slice(0, at).some((a) => !a.startsWith('-'))) return parsed;
+  return user.slice(at + 1);
+}
+
+export async function runStone(args: readonly string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseStoneArguments(args, stoneEnvironment());
+  } catch (err) {
+    if (err instanceof StoneGrammarError) {
+      process.stderr.write(`${NAME}: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed.kind === 'help') {
+    process.stderr.write(
+      `${NAME}: a stone 2.4 compatible repeater. Usage: warpstone stone <opt>... <stone> [-- <stone>]...\n` +
+        `  <stone>: host:port sport [xhost...] (this version runs plain TCP relays; see 'stone -h ${parsed.topic ?? ''}' for the full grammar)\n`,
+    );
+    return 1;
+  }
+  const program = parsed.program;
+  for (const w of program.warnings) process.stderr.write(`${NAME}: warning: ${w.message} ('${w.token}')\n`);
+  let running;
+  try {
+    running = await startStones(program);
+  } catch (err) {
+    if (err instanceof StoneUnsupportedError) {
+      process.stderr.write(`${NAME}: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof WarpstoneError) {
+      process.stderr.write(`${NAME}: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  if (program.globals.dryRun) {
+    await running.close();
+    return 0;
+  }
+  const stones = running;
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (): void => {
+      if (stopping) return;
+      stopping = true;
+      void stones.close({ signal: true }).finally(() => resolve(0));
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+export function register(program: Command): void {
+  program
+    .command('stone')
+    .description("a stone 2.4 compatible repeater: warpstone stone [options] <stone> [-- <stone>]... ('warpstone stone -h' for stone's help)")
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[args...]', "stone's options and stones, passed through untouched")
+    .action(async (args: string[], _options: unknown, command: Command) => {
+      const code = await runStone(rawStoneArguments(command, args));
+      process.exit(code);
+    });
+}
