@@ -1,12 +1,14 @@
-// What this engine runs today, checked before anything starts: plain TCP relay pairs
-// `host:port sport [xhost...]` over IPv4 and IPv6, with -d -p -n -L -a -X -T -A -r -i -N.
-// Everything else the grammar accepts (ssl, udp, UNIX sockets, proxy, health, identd, /http,
+// What this engine runs today, checked before anything starts: TCP relay pairs
+// `host:port[/ssl] sport[/ssl] [xhost...]` over IPv4 and IPv6, with -d -p -n -L -a -X -T -A -r
+// -i -N and the -q/-z SSL options (ssl.ts) except crl_check, crl_check_all and lb<n>=, and
+// `host:port/http sport <request>` whose request uses no \a \A \d \D \u \g \U \G escapes.
+// Everything else the grammar accepts (udp, UNIX sockets, proxy, health, identd, http listeners,
 // /proxy, /base, /ident, -b, -B, -I, -D, -o, -g, -t, -l, ...) is refused with
 // WS_STONE_UNSUPPORTED naming the stone or option, never silently ignored.
 // Owns: the list of supported features. Must not: open sockets or log.
 import { WarpstoneError } from '../common/errors.js';
 import { formatPosition } from './tokens.js';
-import type { Destination, Listener, StoneDefinition, StoneProgram } from './types.js';
+import type { Destination, Listener, SslOptions, StoneDefinition, StoneProgram, TemplatePart, TemplateValue } from './types.js';
 
 export class StoneUnsupportedError extends WarpstoneError {
   constructor(message: string) {
@@ -40,24 +42,61 @@ export function describeStone(stone: StoneDefinition): string {
   return `stone ${stone.index + 1} (${formatPosition(stone.position)}: ${destinationText(stone.destination)} <- ${listenerText(stone.listener)})`;
 }
 
+const VALUE_ESCAPES: Readonly<Record<TemplateValue, string>> = {
+  'peer-address': 'a',
+  'peer-address-port': 'A',
+  'original-destination': 'd',
+  'original-destination-port': 'D',
+  'user-id': 'u',
+  'group-id': 'g',
+  'user-name': 'U',
+  'group-name': 'G',
+};
+
+/** The `\a \A \d \D \u \g \U \G` escapes of a template (not expanded yet by the engine). */
+function templateValues(parts: readonly TemplatePart[]): string[] {
+  const out = new Set<string>();
+  const walk = (list: readonly TemplatePart[]): void => {
+    for (const part of list) {
+      if (part.kind === 'value') out.add(VALUE_ESCAPES[part.value]);
+      else if (part.kind === 'conditional') {
+        walk(part.then);
+        walk(part.otherwise);
+      }
+    }
+  };
+  walk(parts);
+  return [...out];
+}
+
+/** The -q/-z options of a set that this engine cannot honour yet. */
+function sslUnsupported(o: SslOptions, flag: 'q' | 'z'): string[] {
+  const out: string[] = [];
+  if (o.crlCheck !== 'none') out.push(`-${flag} ${o.crlCheck === 'chain' ? 'crl_check_all' : 'crl_check'}`);
+  if (o.loadBalance !== undefined) out.push(`-${flag} lb${o.loadBalance.group}=${o.loadBalance.modulus}`);
+  return out;
+}
+
 /** The reasons a stone cannot run here yet; [] when it can. */
 export function unsupportedFeatures(stone: StoneDefinition): string[] {
   const out: string[] = [];
   const d = stone.destination;
   const l = stone.listener;
-  if (d.kind === 'http-request') out.push('a /http destination');
-  else if (d.kind === 'insert-header') out.push('a /proxy or /mproxy destination');
+  if (d.kind === 'http-request') {
+    const values = templateValues(d.request.parts);
+    if (values.length > 0) out.push(`${values.map((v) => `\\${v}`).join(' ')} in a /http request line`);
+  } else if (d.kind === 'insert-header') out.push('a /proxy or /mproxy destination');
   else if (d.kind !== 'relay') out.push(`the '${d.kind}' command`);
   if (d.kind !== 'proxy' && d.kind !== 'health' && d.kind !== 'identd') {
     if (d.endpoint.kind === 'unix') out.push('a UNIX-socket destination');
   }
   if (d.extensions.transport === 'udp') out.push('a UDP destination (/udp)');
-  if (d.extensions.ssl) out.push('an SSL destination (/ssl)');
+  if (d.extensions.ssl && stone.settings.sslClient) out.push(...sslUnsupported(stone.settings.sslClient, 'q'));
   if (d.extensions.base64) out.push('a base64 destination (/base)');
   if (l.address.kind === 'unix') out.push('a UNIX-socket listener');
   else if (l.address.interface !== undefined) out.push(`binding to an interface (%${l.address.interface})`);
   if (l.extensions.transport === 'udp') out.push('a UDP listener (/udp)');
-  if (l.extensions.ssl) out.push('an SSL listener (/ssl)');
+  if (l.extensions.ssl && stone.settings.sslServer) out.push(...sslUnsupported(stone.settings.sslServer, 'z'));
   if (l.extensions.http) out.push('an HTTP-wrapped listener (/http)');
   if (l.extensions.base64) out.push('a base64 listener (/base)');
   if (l.extensions.ident) out.push('ident lookups (/ident)');
@@ -83,7 +122,7 @@ export function checkSupported(program: StoneProgram): void {
   for (const stone of program.stones) {
     const reasons = unsupportedFeatures(stone);
     if (reasons.length > 0) {
-      throw new StoneUnsupportedError(`${describeStone(stone)}: ${reasons.join(', ')} ${reasons.length === 1 ? 'is' : 'are'} not supported yet by warpstone stone (supported: plain TCP relays host:port sport [xhost...])`);
+      throw new StoneUnsupportedError(`${describeStone(stone)}: ${reasons.join(', ')} ${reasons.length === 1 ? 'is' : 'are'} not supported yet by warpstone stone (supported: TCP relays host:port[/ssl] sport[/ssl] [xhost...] and host:port/http sport <request>)`);
     }
   }
 }

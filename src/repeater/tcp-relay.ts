@@ -9,10 +9,24 @@
 // Owns: the pair's sockets from accept to close. Must not: decide access (engine.ts) or format
 // lines (logline.ts, dump.ts).
 import net from 'node:net';
+import tls from 'node:tls';
 import { constants as osConstants } from 'node:os';
 import { stoneChunks, tcpDumpHead } from './dump.js';
-import { PROTO } from './logline.js';
+import { PLAIN_TCP_ESTABLISHED, PROTO } from './logline.js';
+import { decidePeer, sslInfoLines, type SerialMemory } from './ssl.js';
 import type { StoneLog } from './stone-log.js';
+import { expandTemplate } from './escapes.js';
+import type { EscapedTemplate, SslOptions } from './types.js';
+
+/** A `/ssl` destination: how to connect and what to check (ssl.ts). */
+export interface PairTls {
+  readonly settings: SslOptions;
+  /** tls.connect() options built at start-up (key, cert, CA, versions, ciphers) */
+  readonly options: tls.ConnectionOptions;
+  /** sent as SNI when it is a name, and checked (stone's hostcheck) */
+  readonly serverName: string;
+  readonly memory: SerialMemory;
+}
 
 /** Where a pair connects to and how it logs; fixed per stone. */
 export interface PairTarget {
@@ -25,6 +39,13 @@ export interface PairTarget {
   readonly printed: string;
   readonly xferBytes: number;
   readonly idleMs: number;
+  /** `/ssl` destination */
+  readonly tls?: PairTls;
+  /**
+   * `host:port/http <request>`: the request line sent (with an empty line) before anything else;
+   * the reply header is read and dropped, then the client is read and bytes are relayed raw
+   */
+  readonly httpRequest?: EscapedTemplate;
 }
 
 interface Side {
@@ -53,6 +74,9 @@ export function errnoOf(err: unknown): number {
   const raw = (err as NodeJS.ErrnoException | undefined)?.errno;
   return typeof raw === 'number' ? Math.abs(raw) : 0;
 }
+
+/** stone's proto_ohttp_d: the destination speaks through an HTTP request (`/http`) */
+const PROTO_OHTTP_DEST = 0x8000000;
 
 const EPOLLIN = 0x001;
 const EPOLLOUT = 0x004;
@@ -94,6 +118,19 @@ export class PairSet {
   }
 }
 
+/** tls.connect() options of a pair; allowHalfOpen reaches the TLSSocket (not in @types/node). */
+function tlsConnectOptions(t: PairTarget, pairTls: PairTls): tls.ConnectionOptions {
+  const options: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
+    ...pairTls.options,
+    host: t.host,
+    port: t.port,
+    allowHalfOpen: true,
+    // an IP address is not a valid SNI name (RFC 6066); Node warns and drops it
+    ...(net.isIP(pairTls.serverName) === 0 ? { servername: pairTls.serverName } : {}),
+  };
+  return options;
+}
+
 export class TcpPair {
   readonly idleMs: number;
   lastActivity = Date.now();
@@ -108,6 +145,8 @@ export class TcpPair {
     /** stone's dump mode for this client (xhost pN or -p count), already & 0xF */
     private readonly dumpMode: number,
     private readonly pairs: PairSet,
+    /** `\0`..`\9` of the client's certificate (ssl.ts decidePeer), for a /http request line */
+    private readonly matches: readonly (string | undefined)[] = [],
   ) {
     this.idleMs = target.idleMs;
     this.source = { socket: client, fd: clientFd, rx: 0, tx: 0, loops: 0, eof: false, closeLogged: false };
@@ -123,21 +162,59 @@ export class TcpPair {
 
   private connect(): void {
     const t = this.target;
-    const socket = net.connect({ host: t.host, port: t.port, family: t.family, allowHalfOpen: true });
+    const socket = t.tls
+      ? tls.connect(tlsConnectOptions(t, t.tls))
+      : net.connect({ host: t.host, port: t.port, family: t.family, allowHalfOpen: true });
     const dest: Side = { socket, fd: socketFd(socket), rx: 0, tx: 0, loops: 0, eof: false, closeLogged: false };
     this.dest = dest;
     this.log.event({ kind: 'connecting', listenFd: t.listenFd, sourceFd: this.source.fd, destFd: dest.fd, to: t.printed });
     let established = false;
-    socket.once('connect', () => {
-      established = true;
-      this.log.event({ kind: 'established', listenFd: t.listenFd, sourceFd: this.source.fd, destFd: dest.fd });
+    /** for /ssl: the handshake finished (errors before it are handshake failures) */
+    let secured = !t.tls;
+    const relay = (): void => {
       if (this.closed) return;
+      if (t.httpRequest) {
+        this.overHttp(dest, t.httpRequest);
+        return;
+      }
       this.pump(this.source, dest, '>');
       this.pump(dest, this.source, '<');
       this.source.socket.resume();
+    };
+    socket.once('connect', () => {
+      established = true;
+      this.log.event({
+        kind: 'established',
+        listenFd: t.listenFd,
+        sourceFd: this.source.fd,
+        destFd: dest.fd,
+        ...(t.httpRequest ? { destProto: PLAIN_TCP_ESTABLISHED.dest | PROTO_OHTTP_DEST } : {}),
+      });
+      if (!t.tls) relay();
     });
+    if (t.tls) {
+      const pairTls = t.tls;
+      socket.once('secureConnect', () => {
+        secured = true;
+        const verdict = decidePeer(socket as tls.TLSSocket, pairTls.settings, pairTls.memory, (text) => this.log.message(`${t.listenFd} TCP ${dest.fd}: ${text}`), pairTls.serverName);
+        if (!verdict.ok) {
+          for (const m of verdict.messages) this.log.message(`${t.listenFd} TCP ${dest.fd}: ${m}`);
+          // the client sees end-of-stream, as from stone
+          this.teardown(true);
+          return;
+        }
+        if (pairTls.settings.verbose > 0) for (const l of sslInfoLines(socket as tls.TLSSocket)) this.log.message(l);
+        relay();
+      });
+      socket.on('error', () => {
+        if (!established || secured || this.closed) return;
+        // the handshake failed; stone logs SSL_ERROR_SSL of SSL_connect only at -ddddd
+        this.teardown(true);
+      });
+    }
     socket.on('error', (err) => {
       if (established) {
+        if (!secured) return;
         this.fail(dest, err);
         return;
       }
@@ -154,21 +231,82 @@ export class TcpPair {
     socket.on('close', () => this.lost());
   }
 
-  private pump(from: Side, to: Side, direction: '>' | '<'): void {
+  private dumpHead(direction: '>' | '<'): string {
     const t = this.target;
-    const head = this.dumpMode > 0 ? tcpDumpHead({ listenFd: t.listenFd, sourceFd: this.source.fd, destFd: (this.dest as Side).fd, direction }) : '';
-    from.socket.on('data', (chunk: Buffer) => {
+    return this.dumpMode > 0 ? tcpDumpHead({ listenFd: t.listenFd, sourceFd: this.source.fd, destFd: (this.dest as Side).fd, direction }) : '';
+  }
+
+  /** Writes bytes read from `from` to `to`, with the counts and dump lines stone keeps. */
+  private forward(from: Side, to: Side, head: string, chunk: Buffer, read: boolean): void {
+    if (read) {
       from.rx += chunk.length;
       from.loops++;
-      to.tx += chunk.length;
-      to.loops++;
-      this.lastActivity = Date.now();
-      const flowing = to.socket.write(chunk);
-      if (this.dumpMode > 0) for (const piece of stoneChunks(chunk, t.xferBytes)) this.log.dump(head, piece, this.dumpMode);
-      if (!flowing) from.socket.pause();
-    });
+    }
+    to.tx += chunk.length;
+    to.loops++;
+    this.lastActivity = Date.now();
+    const flowing = to.socket.write(chunk);
+    if (this.dumpMode > 0) for (const piece of stoneChunks(chunk, this.target.xferBytes)) this.log.dump(head, piece, this.dumpMode);
+    if (!flowing) from.socket.pause();
+  }
+
+  private pump(from: Side, to: Side, direction: '>' | '<'): void {
+    const head = this.dumpHead(direction);
+    from.socket.on('data', (chunk: Buffer) => this.forward(from, to, head, chunk, true));
     to.socket.on('drain', () => from.socket.resume());
     from.socket.once('end', () => this.onEof(from, to));
+  }
+
+  /**
+   * `/http` destination (stone's proto_ohttp_d): send the request line and an empty line, relay
+   * the client's bytes at once (as stone does), read the reply header up to its empty line
+   * (stone's rmheader: a line break after a line break, `\r` ignored) and drop it, then relay the
+   * rest of the reply raw.
+   */
+  private overHttp(dest: Side, request: EscapedTemplate): void {
+    const text = `${expandTemplate(request, { matches: this.matches })}\r\n\r\n`;
+    dest.tx += Buffer.byteLength(text, 'latin1');
+    dest.loops++;
+    dest.socket.write(Buffer.from(text, 'latin1'));
+    if (this.dumpMode > 0) for (const piece of stoneChunks(Buffer.from(text, 'latin1'), this.target.xferBytes)) this.log.dump(this.dumpHead('>'), piece, this.dumpMode);
+    let state = 0;
+    const onEnd = (): void => {
+      // the destination ended inside the reply header: nothing to relay
+      this.logClose(dest);
+      this.logClose(this.source);
+      this.teardown(true);
+    };
+    const onHeader = (chunk: Buffer): void => {
+      dest.rx += chunk.length;
+      dest.loops++;
+      this.lastActivity = Date.now();
+      let end = -1;
+      for (let i = 0; i < chunk.length; i++) {
+        const c = chunk[i];
+        if (c === 0x0d) continue;
+        if (c === 0x0a) {
+          state++;
+          if (state >= 3) {
+            end = i + 1;
+            break;
+          }
+        } else {
+          state = 1;
+        }
+      }
+      if (end < 0) return;
+      dest.socket.off('data', onHeader);
+      dest.socket.off('end', onEnd);
+      dest.socket.pause();
+      const rest = chunk.subarray(end);
+      if (rest.length > 0) this.forward(dest, this.source, this.dumpHead('<'), rest, false);
+      this.pump(dest, this.source, '<');
+      if (!this.source.socket.writableNeedDrain) dest.socket.resume();
+    };
+    dest.socket.on('data', onHeader);
+    dest.socket.once('end', onEnd);
+    this.pump(this.source, dest, '>');
+    this.source.socket.resume();
   }
 
   private onEof(side: Side, other: Side): void {
