@@ -11,11 +11,11 @@
 // closes first, so teardown at -ddd runs in one order. stone's `lp:` loop counters are masked.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Cleanup, freePort, tempDir } from '../helpers/harness.ts';
 import { converse, requireProgram, spawnProgram, type Program } from '../helpers/programs.ts';
+import { sizedEcho } from './stone-runner.ts';
 import { dumpStream, tcpDumpHead } from '../../src/repeater/dump.ts';
 import {
   accountingLine,
@@ -78,33 +78,6 @@ const SPECS: Spec[] = [
 ];
 
 /** An echo server that answers each expected payload in one write once all of it has arrived. */
-async function sizedEcho(cleanup: Cleanup): Promise<{ port: number; expect(size: number): void }> {
-  const sizes: number[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    let held = Buffer.alloc(0);
-    socket.on('data', (d: Buffer) => {
-      held = Buffer.concat([held, d]);
-      while (sizes.length > 0 && held.length >= (sizes[0] as number)) {
-        const n = sizes.shift() as number;
-        socket.write(held.subarray(0, n));
-        held = held.subarray(n);
-      }
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanup.add(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  );
-  return { port: (server.address() as net.AddressInfo).port, expect: (size) => sizes.push(size) };
-}
 
 async function poll(check: () => boolean, what: string, describe: () => string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -19,24 +19,11 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, Cleanup, ROOT, echoServer, freePort, sha256, tempDir } from '../helpers/harness.ts';
-import { requireProgram, spawnProgram, type Program } from '../helpers/programs.ts';
+import { Cleanup, echoServer, freePort, sha256, tempDir } from '../helpers/harness.ts';
+import { requireProgram, type Program } from '../helpers/programs.ts';
 import { normalise } from '../../src/repeater/logline.ts';
+import { startRepeater, type Which } from './stone-runner.ts';
 
-process.env.WARPSTONE_FROM_SOURCE = '1';
-
-function warpstoneArgs(args: string[]): string[] {
-  if (readFileSync(join(ROOT, 'src', 'cli', 'main.ts'), 'utf8').includes("'./stone.js'")) return [BIN, 'stone', ...args];
-  const script =
-    "import { Command } from 'commander'; import { register } from './src/cli/stone.ts'; const p = new Command(); p.name('warpstone').exitOverride(); register(p); await p.parseAsync(['node', 'warpstone', ...process.argv.slice(1)]);";
-  return ['--import', 'tsx', '--input-type=module', '-e', script, '--', 'stone', ...args];
-}
-
-type Which = 'stone' | 'warpstone';
-
-function start(cleanup: Cleanup, which: Which, args: string[]): Program {
-  return which === 'stone' ? spawnProgram(cleanup, 'stone', args) : spawnProgram(cleanup, process.execPath, warpstoneArgs(args), { cwd: ROOT });
-}
 
 async function listening(p: Program, count: number): Promise<void> {
   await p.waitUntil(() => (p.stderr().match(/ <- \S+$/gm) ?? []).length >= count, `${count} listener line(s)`, 20_000);
@@ -177,7 +164,7 @@ for (const which of ['stone', 'warpstone'] as const) {
     const pki = makePki(cleanup);
     const echo = await echoServer(cleanup);
     const port = await freePort();
-    const p = start(cleanup, which, ['-z', `key=${pki.file('server', 'key')}`, '-z', `cert=${pki.file('server', 'pem')}`, `127.0.0.1:${echo}`, `${port}/ssl`]);
+    const p = startRepeater(cleanup, which, ['-z', `key=${pki.file('server', 'key')}`, '-z', `cert=${pki.file('server', 'pem')}`, `127.0.0.1:${echo}`, `${port}/ssl`]);
     await listening(p, 1);
     const back = await roundTrip(true, port, PAYLOAD);
     assert.equal(back.length, PAYLOAD.length);
@@ -192,7 +179,7 @@ for (const which of ['stone', 'warpstone'] as const) {
     const pki = makePki(cleanup);
     const echo = await tlsEchoServer(cleanup, pki);
     const port = await freePort();
-    const p = start(cleanup, which, ['-q', 'verify', '-q', `CAfile=${pki.ca}`, '-q', 'servername=server', `127.0.0.1:${echo}/ssl`, String(port)]);
+    const p = startRepeater(cleanup, which, ['-q', 'verify', '-q', `CAfile=${pki.ca}`, '-q', 'servername=server', `127.0.0.1:${echo}/ssl`, String(port)]);
     await listening(p, 1);
     const back = await roundTrip(false, port, PAYLOAD);
     assert.equal(back.length, PAYLOAD.length);
@@ -207,7 +194,7 @@ test('warpstone: an SSL pair on both sides (ssl -> ssl) carries 4 MiB unchanged,
   const pki = makePki(cleanup);
   const echo = await tlsEchoServer(cleanup, pki);
   const port = await freePort();
-  const p = start(cleanup, 'warpstone', [
+  const p = startRepeater(cleanup, 'warpstone', [
     '-q', 'verify', '-q', `CAfile=${pki.ca}`, '-q', 'servername=server',
     '-z', `key=${pki.file('server', 'key')}`, '-z', `cert=${pki.file('server', 'pem')}`,
     `127.0.0.1:${echo}/ssl`, `${port}/ssl`,
@@ -250,7 +237,7 @@ async function certificateRun(which: Which): Promise<{ decisions: string[]; log:
       for (const r of rules) args.push('-z', r.replace('<CA>', pki.ca));
       args.push(`127.0.0.1:${echo}`, `${port}/ssl`);
     }
-    const p = start(cleanup, which, args);
+    const p = startRepeater(cleanup, which, args);
     await listening(p, RULES.length);
     const decisions: string[] = [];
     for (const [i, rules] of RULES.entries()) {
@@ -287,7 +274,7 @@ async function serverNameRun(which: Which): Promise<{ answers: string[]; log: st
     const pki = makePki(cleanup);
     const echo = await tlsEchoServer(cleanup, pki);
     const ports = [await freePort(), await freePort(), await freePort()];
-    const p = start(cleanup, which, [
+    const p = startRepeater(cleanup, which, [
       '-d', '-q', 'verify', '-q', `CAfile=${pki.ca}`,
       `127.0.0.1:${echo}/ssl`, String(ports[0]), // checks 127.0.0.1 against CN=server: refused
       '--', '-q', 'servername=server', `127.0.0.1:${echo}/ssl`, String(ports[1]),
@@ -328,14 +315,14 @@ test('warpstone: SSL options it cannot honour yet are refused (exit 2); unusable
   t.after(() => cleanup.run());
   const pki = makePki(cleanup);
   const key = ['-z', `key=${pki.file('server', 'key')}`, '-z', `cert=${pki.file('server', 'pem')}`];
-  const crl = start(cleanup, 'warpstone', [...key, '-z', 'crl_check', '127.0.0.1:80', '18443/ssl']);
+  const crl = startRepeater(cleanup, 'warpstone', [...key, '-z', 'crl_check', '127.0.0.1:80', '18443/ssl']);
   assert.equal(await crl.exited, 2, crl.stderr());
   assert.match(crl.stderr(), /-z crl_check is not supported yet/);
-  const missing = start(cleanup, 'warpstone', ['-z', `key=${join(pki.dir, 'nope.key')}`, '-z', `cert=${pki.file('server', 'pem')}`, '127.0.0.1:80', '18444/ssl']);
+  const missing = startRepeater(cleanup, 'warpstone', ['-z', `key=${join(pki.dir, 'nope.key')}`, '-z', `cert=${pki.file('server', 'pem')}`, '127.0.0.1:80', '18444/ssl']);
   assert.equal(await missing.exited, 1, missing.stderr());
   assert.match(missing.stderr(), /stone 1 .*-z key=: cannot read .*nope\.key/);
   assert.doesNotMatch(missing.stderr(), /start \(2\.4\)/);
-  const mismatched = start(cleanup, 'warpstone', ['-z', `key=${pki.file('alice', 'key')}`, '-z', `cert=${pki.file('server', 'pem')}`, '127.0.0.1:80', '18445/ssl']);
+  const mismatched = startRepeater(cleanup, 'warpstone', ['-z', `key=${pki.file('alice', 'key')}`, '-z', `cert=${pki.file('server', 'pem')}`, '127.0.0.1:80', '18445/ssl']);
   assert.equal(await mismatched.exited, 1, mismatched.stderr());
   assert.match(mismatched.stderr(), /cannot use the key\/certificate/);
 });
@@ -346,7 +333,7 @@ async function verboseRun(which: Which): Promise<{ answers: string[]; log: strin
     const pki = makePki(cleanup);
     const echo = await echoServer(cleanup);
     const port = await freePort();
-    const p = start(cleanup, which, [
+    const p = startRepeater(cleanup, which, [
       '-z', `key=${pki.file('server', 'key')}`, '-z', `cert=${pki.file('server', 'pem')}`,
       '-z', 'verify', '-z', `CAfile=${pki.ca}`, '-z', 'verbose', '-z', 'uniq', '-z', 'tls1.2', '-z', 'cipher=ECDHE-RSA-AES128-GCM-SHA256',
       `127.0.0.1:${echo}`, `${port}/ssl`,
@@ -425,7 +412,7 @@ async function httpRun(which: Which): Promise<{ back: string[]; requests: string
   try {
     const responder = await connectResponder(cleanup);
     const ports = [await freePort(), await freePort()];
-    const p = start(cleanup, which, [
+    const p = startRepeater(cleanup, which, [
       '-ddd',
       `127.0.0.1:${responder.port}/http`, String(ports[0]), 'CONNECT relay.example:443 HTTP/1.0',
       '--', `127.0.0.1:${responder.port}/http`, String(ports[1]), 'POST /warp\\tx HTTP/1.1\\r\\nHost: relay',
@@ -460,7 +447,7 @@ test('/http destinations: request line + empty line sent, reply header dropped, 
 test('warpstone: /http request lines with \\a \\A \\d \\D \\u \\g \\U \\G are refused for now (exit 2)', async (t) => {
   const cleanup = new Cleanup();
   t.after(() => cleanup.run());
-  const p = start(cleanup, 'warpstone', ['127.0.0.1:80/http', '18446', 'CONNECT \\a:22 HTTP/1.0']);
+  const p = startRepeater(cleanup, 'warpstone', ['127.0.0.1:80/http', '18446', 'CONNECT \\a:22 HTTP/1.0']);
   assert.equal(await p.exited, 2, p.stderr());
   assert.match(p.stderr(), /\\a in a \/http request line is not supported yet/);
 });

@@ -11,28 +11,11 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, Cleanup, ROOT, echoServer, exchange, freePort, sha256, tempDir } from '../helpers/harness.ts';
-import { converse, requireProgram, spawnProgram, within, type Program } from '../helpers/programs.ts';
+import { Cleanup, echoServer, exchange, freePort, sha256, tempDir } from '../helpers/harness.ts';
+import { converse, requireProgram, within, type Program } from '../helpers/programs.ts';
 import { normalise } from '../../src/repeater/logline.ts';
+import { startRepeater, sizedEcho, type Which } from './stone-runner.ts';
 
-process.env.WARPSTONE_FROM_SOURCE = '1';
-
-/**
- * `warpstone stone ARGS`: through bin/warpstone.js once src/cli/main.ts registers the command;
- * until then through the same register() on a bare commander program.
- */
-function warpstoneArgs(args: string[]): string[] {
-  if (readFileSync(join(ROOT, 'src', 'cli', 'main.ts'), 'utf8').includes("'./stone.js'")) return [BIN, 'stone', ...args];
-  const script =
-    "import { Command } from 'commander'; import { register } from './src/cli/stone.ts'; const p = new Command(); p.name('warpstone').exitOverride(); register(p); await p.parseAsync(['node', 'warpstone', ...process.argv.slice(1)]);";
-  return ['--import', 'tsx', '--input-type=module', '-e', script, '--', 'stone', ...args];
-}
-
-type Which = 'stone' | 'warpstone';
-
-function start(cleanup: Cleanup, which: Which, args: string[]): Program {
-  return which === 'stone' ? spawnProgram(cleanup, 'stone', args) : spawnProgram(cleanup, process.execPath, warpstoneArgs(args), { cwd: ROOT });
-}
 
 /** Waits until `count` listeners were logged (`stone N: DST <- SRC`). */
 async function listening(p: Program, count: number, log: () => string = () => p.stderr()): Promise<void> {
@@ -71,7 +54,7 @@ for (const which of ['stone', 'warpstone'] as const) {
     t.after(() => cleanup.run());
     const echo = await echoServer(cleanup);
     const [p1, p2] = [await freePort(), await freePort()];
-    const p = start(cleanup, which, ['-X', '65536', `127.0.0.1:${echo}`, String(p1), '--', `127.0.0.1:${echo}`, String(p2)]);
+    const p = startRepeater(cleanup, which, ['-X', '65536', `127.0.0.1:${echo}`, String(p1), '--', `127.0.0.1:${echo}`, String(p2)]);
     await listening(p, 2);
     const payload = randomBytes(8 * 1024 * 1024);
     for (const port of [p1, p2]) {
@@ -88,7 +71,7 @@ test('warpstone: the default 1000-byte -X does not throttle (8 MiB through in we
   t.after(() => cleanup.run());
   const echo = await echoServer(cleanup);
   const port = await freePort();
-  const p = start(cleanup, 'warpstone', [`127.0.0.1:${echo}`, String(port)]);
+  const p = startRepeater(cleanup, 'warpstone', [`127.0.0.1:${echo}`, String(port)]);
   await listening(p, 1);
   const payload = randomBytes(8 * 1024 * 1024);
   const began = Date.now();
@@ -140,7 +123,7 @@ async function accessRun(which: Which, debug: string[]): Promise<{ decisions: bo
       if (i > 0) args.push('--');
       args.push(r.v6 ? `::1:${echo6}/v6` : `127.0.0.1:${echo}`, r.v6 ? `::1:${port}/v6` : String(port), ...r.rules);
     }
-    const p = start(cleanup, which, args);
+    const p = startRepeater(cleanup, which, args);
     await listening(p, RULES.length);
     const decisions: boolean[] = [];
     for (const [i, r] of RULES.entries()) decisions.push(await allowed(ports[i] as number, r.v6 ? '::1' : '127.0.0.1'));
@@ -179,30 +162,6 @@ const LONG_TEXT = Buffer.from(
 );
 
 /** An echo server that answers each expected payload in one write once all of it has arrived. */
-async function sizedEcho(cleanup: Cleanup): Promise<{ port: number; expect(size: number): void }> {
-  const sizes: number[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    let held = Buffer.alloc(0);
-    socket.on('data', (d: Buffer) => {
-      held = Buffer.concat([held, d]);
-      while (sizes.length > 0 && held.length >= (sizes[0] as number)) {
-        const n = sizes.shift() as number;
-        socket.write(held.subarray(0, n));
-        held = held.subarray(n);
-      }
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanup.add(() => new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => resolve());
-  }));
-  return { port: (server.address() as net.AddressInfo).port, expect: (size) => sizes.push(size) };
-}
 
 async function conversation(port: number, echo: { expect(size: number): void }, payloads: Buffer[]): Promise<void> {
   const c = await converse(port);
@@ -227,7 +186,7 @@ async function dumpRun(which: Which, flags: string[], logFile: boolean): Promise
     const echo = await sizedEcho(cleanup);
     const port = await freePort();
     const args = [...(logFile ? ['-L', file, '-a', acc] : []), ...flags, `127.0.0.1:${echo.port}`, String(port)];
-    const p = start(cleanup, which, args);
+    const p = startRepeater(cleanup, which, args);
     const read = (): string => (logFile ? (() => { try { return readFileSync(file, 'latin1'); } catch { return ''; } })() : p.stderr());
     if (logFile) await poll(() => / <- \S+$/m.test(read()), 'the listener line in the -L file', 20_000);
     else await listening(p, 1);
@@ -283,7 +242,7 @@ test('half-close is carried through both ways', async (t) => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   cleanup.add(() => server.close());
   const port = await freePort();
-  const p = start(cleanup, 'warpstone', [`127.0.0.1:${(server.address() as net.AddressInfo).port}`, String(port)]);
+  const p = startRepeater(cleanup, 'warpstone', [`127.0.0.1:${(server.address() as net.AddressInfo).port}`, String(port)]);
   await listening(p, 1);
   const back = await exchange(port, Buffer.from('question'));
   assert.equal(back.toString(), 'after EOF: question');
@@ -304,7 +263,7 @@ test('stones outside the first slice are refused at start-up with exit 2, naming
   const cleanup = new Cleanup();
   t.after(() => cleanup.run());
   for (const [args, message] of UNSUPPORTED) {
-    const p = start(cleanup, 'warpstone', args);
+    const p = startRepeater(cleanup, 'warpstone', args);
     assert.equal(await p.exited, 2, `${args.join(' ')}: ${p.stderr()}`);
     assert.match(p.stderr(), /^warpstone stone: /);
     assert.match(p.stderr(), message);
@@ -315,7 +274,7 @@ test('stones outside the first slice are refused at start-up with exit 2, naming
 test('grammar errors: `warpstone stone: <message>`, exit 2', async (t) => {
   const cleanup = new Cleanup();
   t.after(() => cleanup.run());
-  const p = start(cleanup, 'warpstone', ['127.0.0.1:80', '8080/foo']);
+  const p = startRepeater(cleanup, 'warpstone', ['127.0.0.1:80', '8080/foo']);
   assert.equal(await p.exited, 2);
   assert.match(p.stderr(), /^warpstone stone: argument 2: '8080\/foo': unknown extension 'foo'/);
 });
@@ -326,7 +285,7 @@ test('SIGTERM and SIGINT: `SIGTERM/INT. exiting`, exit 0; -N checks and exits 0'
   const echo = await echoServer(cleanup);
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const port = await freePort();
-    const p = start(cleanup, 'warpstone', ['-d', `127.0.0.1:${echo}`, String(port)]);
+    const p = startRepeater(cleanup, 'warpstone', ['-d', `127.0.0.1:${echo}`, String(port)]);
     await listening(p, 1);
     const c = await converse(port); // an open pair must not keep it alive
     c.socket.write('x');
@@ -335,7 +294,7 @@ test('SIGTERM and SIGINT: `SIGTERM/INT. exiting`, exit 0; -N checks and exits 0'
     assert.match(lines(p.stderr()).at(-1) ?? '', /SIGTERM\/INT\. exiting$/);
     c.socket.destroy();
   }
-  const n = start(cleanup, 'warpstone', ['-N', `127.0.0.1:${echo}`, String(await freePort())]);
+  const n = startRepeater(cleanup, 'warpstone', ['-N', `127.0.0.1:${echo}`, String(await freePort())]);
   assert.equal(await n.exited, 0);
   assert.match(n.stderr(), / <- 0\.0\.0\.0:/);
 });
@@ -350,7 +309,7 @@ test('-C file (through cpp, and with -P \'\') and options like -p, -d, -- pass t
   const conf = join(dir, 'stone.cfg');
   writeFileSync(conf, `-d\n127.0.0.1:${echo} ${p1}\n-- 127.0.0.1:${echo} "${p2}"\n`);
   for (const pre of [[], ['-P', '']]) {
-    const p = start(cleanup, 'warpstone', [...pre, '-p', '-C', conf]);
+    const p = startRepeater(cleanup, 'warpstone', [...pre, '-p', '-C', conf]);
     await listening(p, 2);
     assert.match(p.stderr(), /Debug level: 1/);
     for (const port of [p1, p2]) assert.equal((await exchange(port, Buffer.from('hi'))).toString(), 'hi');
@@ -367,7 +326,7 @@ for (const which of ['warpstone'] as const) {
     t.after(() => cleanup.run());
     const echo = await echoServer(cleanup);
     const port = await freePort();
-    const p = start(cleanup, which, ['-T', '1', `127.0.0.1:${echo}`, String(port)]);
+    const p = startRepeater(cleanup, which, ['-T', '1', `127.0.0.1:${echo}`, String(port)]);
     await listening(p, 1);
     const c = await converse(port);
     c.socket.write('x');
