@@ -12,28 +12,10 @@ import { parseStoneArguments, type ConfigFileRequest, type GrammarEnvironment } 
 import { StoneGrammarError } from '../repeater/tokens.js';
 import { StoneUnsupportedError } from '../repeater/support.js';
 import { startStones } from '../repeater/engine.js';
+import { lookupService } from '../repeater/services.js';
 
 const NAME = 'warpstone stone';
 
-let services: Map<string, number> | undefined;
-function lookupService(name: string, protocol: 'tcp' | 'udp'): number | undefined {
-  if (!services) {
-    services = new Map();
-    let text = '';
-    try {
-      text = readFileSync('/etc/services', 'utf8');
-    } catch {
-      text = '';
-    }
-    for (const line of text.split('\n')) {
-      const [service, portProto, ...aliases] = line.replace(/#.*/, '').trim().split(/\s+/);
-      const m = /^(\d+)\/(tcp|udp)$/.exec(portProto ?? '');
-      if (!service || !m) continue;
-      for (const n of [service, ...aliases]) if (!services.has(`${n}/${m[2]}`)) services.set(`${n}/${m[2]}`, Number(m[1]));
-    }
-  }
-  return services.get(`${name}/${protocol}`);
-}
 
 /** Reads a -C file, through stone's preprocessor unless `-P ''` (Debian: cpp -traditional). */
 function readConfigFile(request: ConfigFileRequest, env: NodeJS.ProcessEnv): string {

@@ -1,11 +1,14 @@
 // Test helpers for the stone grammar: a GrammarEnvironment backed by a map of -C files, the
 // real file system for directories, and /etc/services for service names; and a runner for
 // Debian's stone in configuration-check mode (-N).
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { StoneGrammarError } from '../../src/repeater/tokens.ts';
 import { parseStoneArguments, type ConfigFileRequest, type GrammarEnvironment } from '../../src/repeater/grammar.ts';
 import type { StoneProgram, StoneCommandLine } from '../../src/repeater/types.ts';
+import { lookupService } from '../../src/repeater/services.ts';
+
+export { lookupService };
 
 export function isDirectory(path: string): boolean {
   try {
@@ -15,31 +18,6 @@ export function isDirectory(path: string): boolean {
   }
 }
 
-let services: Map<string, number> | undefined;
-
-/** getservbyname() from /etc/services (undefined when the name is unknown or the file is missing). */
-export function lookupService(name: string, protocol: 'tcp' | 'udp'): number | undefined {
-  if (!services) {
-    services = new Map();
-    let text = '';
-    try {
-      text = readFileSync('/etc/services', 'utf8');
-    } catch {
-      text = '';
-    }
-    for (const line of text.split('\n')) {
-      const fields = line.replace(/#.*/, '').trim().split(/\s+/);
-      const [service, portProto, ...aliases] = fields;
-      const m = /^(\d+)\/(tcp|udp)$/.exec(portProto ?? '');
-      if (!service || !m) continue;
-      for (const n of [service, ...aliases]) {
-        const key = `${n}/${m[2]}`;
-        if (!services.has(key)) services.set(key, Number(m[1]));
-      }
-    }
-  }
-  return services.get(`${name}/${protocol}`);
-}
 
 export interface TestEnvironment extends GrammarEnvironment {
   readonly requests: ConfigFileRequest[];
