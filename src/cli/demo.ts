@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { WarpstoneError } from '../common/errors.js';
+import { freePort } from '../common/ports.js';
 
 const out = (line: string): void => void process.stdout.write(line + '\n');
 
@@ -71,16 +72,6 @@ async function stopChild(child: ChildProcess, name: string): Promise<void> {
   out(`  ${name} stopped (exit ${String(code)})`);
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** The sample service: answers each line with "echo: <line>". */
 function startEchoService(): Promise<net.Server> {

@@ -12,6 +12,8 @@ import { runIssue } from '../../src/cli/issue.ts';
 import { runGrant } from '../../src/cli/grant.ts';
 import { issueCertificate, type Role } from '../../src/pki/ca.ts';
 import { loadCa, withStore } from '../../src/cli/shared.ts';
+import { freePort } from '../../src/common/ports.ts';
+export { freePort };
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(ROOT, 'bin', 'warpstone.js');
@@ -162,16 +164,6 @@ export async function runWarpstone(args: string[], env: NodeJS.ProcessEnv, input
   return { code, stdout, stderr };
 }
 
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** An echo service: every byte comes back; half-close is honoured (allowHalfOpen). */
 export async function echoServer(cleanup: Cleanup, host = '127.0.0.1'): Promise<number> {
