@@ -5,7 +5,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { execFile } from 'node:child_process';
 import fc from 'fast-check';
 import {
   PG_ACCEPT_SSL,
@@ -19,8 +18,11 @@ import {
   parseStartup,
   type StartupResult,
 } from '../../src/dbrelay/postgres.ts';
+import { run, recordingProxy } from './helpers.ts';
 
 const PG_PORT = 5432;
+/** psql gives up on a silent server after 10 s rather than hanging the test. */
+const PSQL = { env: { PGCONNECT_TIMEOUT: '10' } };
 
 function int32s(...values: number[]): Buffer {
   const b = Buffer.alloc(4 * values.length);
@@ -121,69 +123,13 @@ test('ErrorResponse bytes', () => {
 // ---------------------------------------------------------------------------------------------
 // Real client, real server
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(command: string, args: string[], timeoutMs = 15_000): Promise<Ran> {
-  return new Promise((resolve) => {
-    execFile(command, args, { timeout: timeoutMs, encoding: 'utf8', env: { ...process.env, PGCONNECT_TIMEOUT: '10' } }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-interface Recorder {
-  port: number;
-  connections: Array<{ client: Buffer[]; server: Buffer[] }>;
-  close(): Promise<void>;
-}
-
-function recordingProxy(upstreamPort: number): Promise<Recorder> {
-  const connections: Recorder['connections'] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const record = { client: [] as Buffer[], server: [] as Buffer[] };
-    connections.push(record);
-    const upstream = net.connect(upstreamPort, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.on('data', (d: Buffer) => {
-      record.client.push(Buffer.from(d));
-      upstream.write(d);
-    });
-    upstream.on('data', (d: Buffer) => {
-      record.server.push(Buffer.from(d));
-      client.write(d);
-    });
-    for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
-      a.on('error', () => b.destroy());
-      a.on('close', () => b.destroy());
-    }
-  });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () =>
-      resolve({
-        port: (server.address() as net.AddressInfo).port,
-        connections,
-        close: () =>
-          new Promise<void>((done) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => done());
-          }),
-      }),
-    );
-  });
-}
 
 const conninfo = (port: number, extra: string): string => `host=127.0.0.1 port=${port} user=postgres dbname=postgres ${extra}`;
 
 test('real psql through a recording proxy: the StartupMessage parses, byte by byte too', async () => {
   const proxy = await recordingProxy(PG_PORT);
   try {
-    const ran = await run('psql', ['-X', '-w', conninfo(proxy.port, 'sslmode=disable gssencmode=disable application_name=warpstone-test'), '-c', 'select 1']);
+    const ran = await run('psql', ['-X', '-w', conninfo(proxy.port, 'sslmode=disable gssencmode=disable application_name=warpstone-test'), '-c', 'select 1'], PSQL);
     assert.equal(ran.code, 0, ran.stderr);
     const conn = proxy.connections[0];
     assert.ok(conn);
@@ -211,7 +157,7 @@ test('real psql through a recording proxy: the StartupMessage parses, byte by by
 test('real psql with sslmode=require sends an SSLRequest, and gives up on our N', async () => {
   const proxy = await recordingProxy(PG_PORT);
   try {
-    const ssl = await run('psql', ['-X', '-w', conninfo(proxy.port, 'sslmode=require gssencmode=disable'), '-c', 'select 1']);
+    const ssl = await run('psql', ['-X', '-w', conninfo(proxy.port, 'sslmode=require gssencmode=disable'), '-c', 'select 1'], PSQL);
     assert.notEqual(ssl.code, 0, 'this server has no TLS: psql must refuse to go on');
     assert.match(ssl.stderr, /server does not support SSL/);
     const conn = proxy.connections[0];
@@ -243,7 +189,7 @@ test('the real psql shows our ErrorResponse as a FATAL with our message', async 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   try {
     const port = (server.address() as net.AddressInfo).port;
-    const ran = await run('psql', ['-X', '-w', conninfo(port, 'sslmode=disable gssencmode=disable'), '-c', 'select 1']);
+    const ran = await run('psql', ['-X', '-w', conninfo(port, 'sslmode=disable gssencmode=disable'), '-c', 'select 1'], PSQL);
     assert.notEqual(ran.code, 0);
     assert.ok(ran.stderr.includes(`FATAL:  ${message}`), ran.stderr);
     const r = seen[0];
