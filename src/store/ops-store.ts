@@ -97,16 +97,23 @@ export interface AdminTokenRecord {
 
 export interface OpsStore {
   // bans
+  /** records a ban; a ban of the same prefix still active ends where this one begins */
   putBan(ban: BanRecord): Promise<void>;
+  /** lifts the prefix's active ban and forgets its history (the next offence counts from 1);
+   * true when an active ban was lifted */
   removeBan(prefix: string): Promise<boolean>;
   /** active bans only unless `all` */
   listBans(options?: { all?: boolean; now?: Date }): Promise<BanRecord[]>;
   /** the most recent ban of a prefix, active or not */
   lastBan(prefix: string): Promise<BanRecord | undefined>;
+  /** bumped by putBan and removeBan: relays poll it to pick up bans made elsewhere */
+  banRevision(): Promise<number>;
 
   // audit
   addAudit(records: AuditRecord[]): Promise<void>;
   queryAudit(filter: AuditFilter): Promise<AuditRecord[]>;
+  /** deletes audit rows older than `before`; returns how many */
+  pruneAudit(before: Date): Promise<number>;
 
   // bandwidth limits (bump the policy revision so relays reload them)
   setLimit(limit: LimitRecord): Promise<void>;
@@ -118,7 +125,10 @@ export interface OpsStore {
   listTargetHealth(): Promise<TargetHealthRecord[]>;
 
   // address history (rows written by recordAgentConnected / recordAgentDisconnected)
+  /** oldest first; with `since`, only sightings still open or ended at or after it */
   listSightings(agent: string, since?: Date): Promise<SightingRecord[]>;
+  /** the agent's most recent sighting (the link now up, or the last one that ended) */
+  lastSighting(agent: string): Promise<SightingRecord | undefined>;
   setSightingReason(id: number, reason: string): Promise<void>;
 
   // alert outbox: nothing is lost; delivery marks rows

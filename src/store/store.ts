@@ -1,9 +1,14 @@
-// The store: certificates issued, revocations, grants, and where agents were seen. One interface
+// The store: certificates issued, revocations, grants, and where agents were seen, plus (through
+// OpsStore, ops-queries.ts) bans, audit, limits, health, alerts and admin tokens. One interface
 // over Kysely so SQLite (embedded default) and PostgreSQL (shared by several relays) run the
 // same queries. A `revision` counter bumps on every policy change so relays can poll cheaply.
-// Owns: all SQL. Must not: know about sockets, TLS or the CLI.
-import { Kysely, sql } from 'kysely';
-import type { Database } from './schema.js';
+// Owns: the Store interface and the core queries. Must not: know about sockets, TLS or the CLI.
+import type { Kysely } from 'kysely';
+import { META, type Database } from './schema.js';
+import type { OpsStore } from './ops-store.js';
+import { KyselyOpsStore } from './ops-queries.js';
+import { bumpCounter, readCounter } from './meta.js';
+import { migrate } from './migrate.js';
 
 export interface CertificateRecord {
   serial: string;
@@ -44,7 +49,7 @@ export interface PolicySnapshot {
   grants: Map<string, Set<string>>;
 }
 
-export interface Store {
+export interface Store extends OpsStore {
   addCertificate(record: Omit<CertificateRecord, 'revokedAt'>): Promise<void>;
   findCertificate(serial: string): Promise<CertificateRecord | undefined>;
   /** Role of a name already in use, if any. */
@@ -61,76 +66,25 @@ export interface Store {
   recordTunnel(name: string, agent: string, port: number): Promise<void>;
   listTunnels(): Promise<TunnelRecord[]>;
   recordAgentConnected(name: string, address: string): Promise<number>;
-  recordAgentDisconnected(id: number): Promise<void>;
+  /** Ends a sighting; `reason` says why the link ended ("ping timeout", "agent closed the connection"). */
+  recordAgentDisconnected(id: number, reason?: string): Promise<void>;
   close(): Promise<void>;
 }
 
 const iso = (d: Date): string => d.toISOString();
 
-export class KyselyStore implements Store {
-  constructor(private readonly db: Kysely<Database>) {}
+export class KyselyStore extends KyselyOpsStore implements Store {
+  constructor(db: Kysely<Database>) {
+    super(db);
+  }
 
+  /** Creates missing tables and upgrades an older file (see migrate.ts). */
   static async migrate(db: Kysely<Database>): Promise<void> {
-    await db.schema
-      .createTable('certificates')
-      .ifNotExists()
-      .addColumn('serial', 'text', (c) => c.primaryKey())
-      .addColumn('name', 'text', (c) => c.notNull())
-      .addColumn('role', 'text', (c) => c.notNull())
-      .addColumn('not_before', 'text', (c) => c.notNull())
-      .addColumn('not_after', 'text', (c) => c.notNull())
-      .addColumn('issued_at', 'text', (c) => c.notNull())
-      .addColumn('revoked_at', 'text')
-      .execute();
-    await db.schema.createIndex('certificates_name').ifNotExists().on('certificates').column('name').execute();
-    await db.schema
-      .createTable('grants')
-      .ifNotExists()
-      .addColumn('user_name', 'text', (c) => c.notNull())
-      .addColumn('tunnel', 'text', (c) => c.notNull())
-      .addColumn('granted_at', 'text', (c) => c.notNull())
-      .addPrimaryKeyConstraint('grants_pk', ['user_name', 'tunnel'])
-      .execute();
-    await db.schema
-      .createTable('meta')
-      .ifNotExists()
-      .addColumn('key', 'text', (c) => c.primaryKey())
-      .addColumn('value', 'text', (c) => c.notNull())
-      .execute();
-    await db.schema
-      .createTable('agent_sightings')
-      .ifNotExists()
-      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
-      .addColumn('name', 'text', (c) => c.notNull())
-      .addColumn('address', 'text', (c) => c.notNull())
-      .addColumn('connected_at', 'text', (c) => c.notNull())
-      .addColumn('disconnected_at', 'text')
-      .execute();
-    await db.schema
-      .createTable('tunnels')
-      .ifNotExists()
-      .addColumn('name', 'text', (c) => c.primaryKey())
-      .addColumn('agent', 'text', (c) => c.notNull())
-      .addColumn('port', 'integer', (c) => c.notNull())
-      .addColumn('first_seen', 'text', (c) => c.notNull())
-      .addColumn('last_seen', 'text', (c) => c.notNull())
-      .execute();
-    await db
-      .insertInto('meta')
-      .values([
-        { key: 'schema', value: '1' },
-        { key: 'revision', value: '0' },
-      ])
-      .onConflict((oc) => oc.column('key').doNothing())
-      .execute();
+    await migrate(db);
   }
 
   private async bumpRevision(trx: Kysely<Database>): Promise<void> {
-    await trx
-      .updateTable('meta')
-      .set({ value: sql<string>`cast(cast(value as integer) + 1 as text)` })
-      .where('key', '=', 'revision')
-      .execute();
+    await bumpCounter(trx, META.revision);
   }
 
   async addCertificate(r: Omit<CertificateRecord, 'revokedAt'>): Promise<void> {
@@ -229,13 +183,12 @@ export class KyselyStore implements Store {
   }
 
   async revision(): Promise<number> {
-    const row = await this.db.selectFrom('meta').select('value').where('key', '=', 'revision').executeTakeFirst();
-    return Number(row?.value ?? 0);
+    return readCounter(this.db, META.revision);
   }
 
   async policySnapshot(): Promise<PolicySnapshot> {
     return this.db.transaction().execute(async (trx) => {
-      const rev = await trx.selectFrom('meta').select('value').where('key', '=', 'revision').executeTakeFirst();
+      const rev = await trx.selectFrom('meta').select('value').where('key', '=', META.revision).executeTakeFirst();
       const revoked = await trx.selectFrom('certificates').select('serial').where('revoked_at', 'is not', null).execute();
       const grants = await trx.selectFrom('grants').select(['user_name', 'tunnel']).execute();
       const map = new Map<string, Set<string>>();
@@ -271,14 +224,18 @@ export class KyselyStore implements Store {
   async recordAgentConnected(name: string, address: string): Promise<number> {
     const row = await this.db
       .insertInto('agent_sightings')
-      .values({ name, address, connected_at: iso(new Date()), disconnected_at: null })
+      .values({ name, address, connected_at: iso(new Date()), disconnected_at: null, reason: null })
       .returning('id')
       .executeTakeFirstOrThrow();
     return Number(row.id);
   }
 
-  async recordAgentDisconnected(id: number): Promise<void> {
-    await this.db.updateTable('agent_sightings').set({ disconnected_at: iso(new Date()) }).where('id', '=', id).execute();
+  async recordAgentDisconnected(id: number, reason?: string): Promise<void> {
+    await this.db
+      .updateTable('agent_sightings')
+      .set({ disconnected_at: iso(new Date()), ...(reason === undefined ? {} : { reason: reason.slice(0, 500) }) })
+      .where('id', '=', id)
+      .execute();
   }
 
   async close(): Promise<void> {
