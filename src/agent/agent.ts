@@ -1,7 +1,8 @@
 // The agent: runs on the private side, dials out to the relay over mutual TLS and serves HTTP/2
 // on that connection (the relay asks, the agent connects to its local targets). It never
 // listens on a port. Reconnects forever with jittered exponential backoff capped at 30 s and
-// re-registers its tunnels each time.
+// re-registers its tunnels each time. Checks the health of its targets on its own schedule
+// (health.ts) and answers the relay's `GET /v1/health` from that.
 // Owns: the outbound link and target connections. Must not: decide who may use a tunnel (the
 // relay does), or expose anything not listed in its configuration.
 import net from 'node:net';
@@ -12,6 +13,7 @@ import type { Logger } from '../common/log.js';
 import type { Identity } from '../pki/pem.js';
 import type { Exposure } from './expose.js';
 import { Backoff } from './backoff.js';
+import { HealthMonitor, healthTargets } from './health.js';
 import { splice, type SpliceHandle } from '../common/splice.js';
 import { formatHostPort, type HostPort } from '../common/hostport.js';
 import { errorMessage } from '../common/errors.js';
@@ -20,6 +22,7 @@ import { DEFAULTS, h2Settings } from '../wire/defaults.js';
 import {
   PATH_HELLO,
   PATH_REGISTRATION,
+  PATH_HEALTH,
   PROTOCOL_VERSION,
   HEADER_REASON,
   HEADER_CODE,
@@ -38,6 +41,10 @@ export interface AgentOptions {
   log: Logger;
   /** Called after each registration (tests and the demo wait on it). */
   onRegistered?: (registration: Registration) => void;
+  /** Run the targets' health checks (default true). */
+  healthChecks?: boolean;
+  /** Dial the relay from this local address (hidden `--source-address`). */
+  localAddress?: string;
 }
 
 export class Agent {
@@ -50,8 +57,11 @@ export class Agent {
   private retryTimer: NodeJS.Timeout | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
   private connectedAt = 0;
+  /** the targets' health, served to the relay on `GET /v1/health` */
+  readonly health: HealthMonitor;
 
   constructor(private readonly options: AgentOptions) {
+    this.health = new HealthMonitor(healthTargets(options.healthChecks === false ? [] : options.exposures), options.log.child({ part: 'health' }));
     this.server = http2.createServer({ settings: h2Settings(), maxSessionMemory: DEFAULTS.maxSessionMemoryMb });
     this.server.on('session', (session) => {
       this.session = session;
@@ -65,13 +75,14 @@ export class Agent {
   }
 
   start(): void {
+    this.health.start();
     this.connect();
   }
 
   private connect(): void {
     if (this.stopped) return;
     const { identity, relay, log } = this.options;
-    dialRelay(identity, relay).then(
+    dialRelay(identity, relay, this.options.localAddress ? { localAddress: this.options.localAddress } : {}).then(
       (socket) => {
         if (this.stopped) {
           socket.destroy();
@@ -141,6 +152,11 @@ export class Agent {
       stream.end(JSON.stringify(this.hello()));
       return;
     }
+    if (method === 'GET' && headers[':path'] === PATH_HEALTH) {
+      stream.respond({ ':status': 200, 'content-type': 'application/json', 'cache-control': 'no-store' });
+      stream.end(JSON.stringify(this.health.report(this.options.identity.name)));
+      return;
+    }
     if (method === 'PUT' && headers[':path'] === PATH_REGISTRATION) {
       this.readRegistration(stream);
       return;
@@ -184,6 +200,7 @@ export class Agent {
     if (typeof target === 'string') return refuse(400, 'WS_BAD_TARGET', target);
     const exposure = this.options.exposures.find((e) => e.name === target.tunnel);
     if (!exposure) return refuse(404, 'WS_NO_SUCH_TUNNEL', `this agent does not expose '${target.tunnel}'`);
+    if (exposure.handler) return this.handOver(stream, headers, exposure.handler);
     const socket = net.connect({ host: exposure.target.host, port: exposure.target.port, allowHalfOpen: true, noDelay: true });
     const timer = setTimeout(
       () => socket.destroy(Object.assign(new Error(`no answer within ${DEFAULTS.targetConnectTimeoutMs / 1000} s`), { code: 'ETIMEDOUT' })),
@@ -210,8 +227,22 @@ export class Agent {
     });
   }
 
+  // In-process exposures (the database relay's tunnel listeners): no target connection; the
+  // handler owns the stream from here, including closing it.
+  private handOver(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, handler: NonNullable<Exposure['handler']>): void {
+    const meta = { user: String(headers[HEADER_USER] ?? ''), source: String(headers[HEADER_SOURCE] ?? '') };
+    stream.respond({ ':status': 200 });
+    try {
+      handler(stream, meta);
+    } catch (err) {
+      this.options.log.error({ user: meta.user, err: errorMessage(err) }, 'in-process handler failed');
+      stream.destroy();
+    }
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
+    const healthStopped = this.health.stop();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.pingTimer) clearInterval(this.pingTimer);
     for (const handle of this.streams) handle.destroy(new Error('agent stopping'));
@@ -230,5 +261,6 @@ export class Agent {
         });
       });
     }
+    await healthStopped;
   }
 }

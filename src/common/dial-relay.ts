@@ -15,13 +15,19 @@ export class RelayUnreachable extends WarpstoneError {
   }
 }
 
-export function dialRelay(identity: Identity, relay: HostPort): Promise<tls.TLSSocket> {
+export interface DialOptions {
+  /** the local address to connect from (a host with several addresses; tests on 127.0.0.x) */
+  localAddress?: string;
+}
+
+export function dialRelay(identity: Identity, relay: HostPort, options: DialOptions = {}): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const servername = net.isIP(relay.host) ? undefined : relay.host;
     const socket = tls.connect({
       host: relay.host,
       port: relay.port,
       ...(servername ? { servername } : {}),
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
       key: identity.keyPem,
       cert: identity.certPem,
       ca: identity.caPem,

@@ -102,3 +102,72 @@ export interface Registration {
   accepted: string[];
   refused: Array<{ name: string; reason: string }>;
 }
+
+/**
+ * Relay -> agent: the current state of every exposed target (PROTOCOL §3.5). The relay polls it;
+ * the agent answers from memory (its checks run on their own schedule), so the answer is cheap.
+ */
+export const PATH_HEALTH = '/v1/health';
+export const HEALTH_REPORT_VERSION = 1;
+
+export type TargetHealthState = 'unknown' | 'up' | 'down';
+
+export interface TargetHealthReport {
+  tunnel: string;
+  /** tcp | chat | http | off */
+  check: string;
+  state: TargetHealthState;
+  /** ISO time the state began; null while unknown */
+  since: string | null;
+  /** ISO time of the last finished check; null before the first */
+  checkedAt: string | null;
+  /** a sentence for people (at most 300 characters) */
+  detail: string;
+}
+
+export interface HealthReport {
+  version: number;
+  agent: string;
+  /** the agent's clock when it answered, so the relay can correct `since` for clock skew */
+  now: string;
+  targets: TargetHealthReport[];
+}
+
+const HEALTH_STATES: readonly string[] = ['unknown', 'up', 'down'];
+
+function isoOrNull(value: unknown): value is string | null {
+  return value === null || (typeof value === 'string' && value.length <= 40 && !Number.isNaN(Date.parse(value)));
+}
+
+/** Validates an agent's health answer; returns an error sentence instead of throwing. */
+export function parseHealthReport(text: string): HealthReport | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return 'health report is not JSON';
+  }
+  if (!value || typeof value !== 'object') return 'health report is not an object';
+  const v = value as Record<string, unknown>;
+  if (v.version !== HEALTH_REPORT_VERSION) return `health report has version ${String(v.version)}, this relay reads ${HEALTH_REPORT_VERSION}`;
+  if (typeof v.agent !== 'string') return 'health report has no agent name';
+  if (typeof v.now !== 'string' || Number.isNaN(Date.parse(v.now))) return 'health report has no valid now';
+  if (!Array.isArray(v.targets)) return 'health report has no target list';
+  const targets: TargetHealthReport[] = [];
+  for (const t of v.targets as unknown[]) {
+    if (!t || typeof t !== 'object') return 'health report target is not an object';
+    const { tunnel, check, state, since, checkedAt, detail } = t as Record<string, unknown>;
+    if (typeof tunnel !== 'string' || nameProblem(tunnel, 'tunnel')) return `health report names a bad tunnel ${JSON.stringify(tunnel)}`;
+    if (typeof state !== 'string' || !HEALTH_STATES.includes(state)) return `health report gives tunnel ${tunnel} a bad state`;
+    if (!isoOrNull(since) || !isoOrNull(checkedAt)) return `health report gives tunnel ${tunnel} a bad time`;
+    targets.push({
+      tunnel,
+      check: typeof check === 'string' ? check.slice(0, 20) : 'unknown',
+      state: state as TargetHealthState,
+      since,
+      checkedAt,
+      detail: typeof detail === 'string' ? headerSafe(detail).slice(0, 300) : '',
+    });
+  }
+  return { version: HEALTH_REPORT_VERSION, agent: v.agent, now: v.now, targets };
+}
