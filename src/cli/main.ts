@@ -13,6 +13,11 @@ import { register as list } from './list.js';
 import { register as demo } from './demo.js';
 import { register as identd } from './identd.js';
 import { register as stone } from './stone.js';
+import { register as dbrelay } from './dbrelay.js';
+import { register as ban } from './ban.js';
+import { register as audit } from './audit.js';
+import { register as limit } from './limit.js';
+import { register as admin } from './admin.js';
 import { reportAndExit } from './shared.js';
 
 const program = new Command();
@@ -23,7 +28,7 @@ program
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
-for (const add of [init, issue, grant, revoke, relay, agent, connect, status, list, demo, identd, stone]) add(program);
+for (const add of [init, issue, grant, revoke, relay, agent, connect, status, list, demo, identd, stone, dbrelay, ban, audit, limit, admin]) add(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -5,12 +5,15 @@ import http from 'node:http';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import type { Logger } from '../common/log.js';
 import { StateError } from '../common/errors.js';
+import type { ShapingSnapshot } from '../guard/throttle.js';
 
 export interface RelayStatus {
   relay: { pid: number; startedAt: string; listen: string[]; version: string };
   agents: Array<{ name: string; address: string; connectedSince: string; tunnels: string[]; streams: number }>;
   tunnels: Array<{ name: string; agent: string; port: number; online: boolean; lastSeen: string }>;
   streams: Array<{ id: number; user: string; agent: string; tunnel: string; source: string; via: string; openedAt: string; bytesIn: number; bytesOut: number }>;
+  /** one entry per bandwidth limit: credits, allowed and measured rates, state (absent from old relays) */
+  shaping?: ShapingSnapshot[];
 }
 
 export class AdminSocket {

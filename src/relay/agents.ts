@@ -1,7 +1,9 @@
 // Agents connected to the relay and the tunnels they serve. The relay is the HTTP/2 *client* on
 // an agent's TLS connection (the agent dialled out, the relay asks it to open streams). On
 // attach it fetches the agent's hello (its tunnel list), settles name conflicts, and tells the
-// agent which tunnels were registered. Pings detect a dead link.
+// agent which tunnels were registered. Pings detect a dead link. Emits agent-connected,
+// agent-lost and address-changed (the agent's host differs from its previous sighting's), and
+// target-health for each target whose state changed (a HealthPoller per link, PROTOCOL §3.5).
 // Owns: the tunnel -> agent map and stream opening towards agents. Must not: check user grants.
 import http2 from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
@@ -24,6 +26,9 @@ import {
   type Registration,
 } from '../wire/protocol.js';
 import { StreamRefused, ProtocolError, errorMessage } from '../common/errors.js';
+import type { RelayEvents } from '../ops/events.js';
+import { hostOfSource } from '../guard/prefix.js';
+import { HealthPoller, HEALTH_POLL_MS, type TargetHealthChange } from './health-poller.js';
 
 export interface AgentLinkView {
   name: string;
@@ -38,7 +43,13 @@ export class AgentLink {
   tunnels: TunnelInfo[] = [];
   private pingTimer: NodeJS.Timeout | undefined;
   closed = false;
+  /** why the link closed: the first reason given wins */
+  closeReason: string | undefined;
+  /** registered and announced (agent-connected emitted); its loss is announced too */
+  online = false;
   sightingId: number | undefined;
+  /** polls the agent's target health while the link lives */
+  health: HealthPoller | undefined;
 
   constructor(
     readonly identity: PeerIdentity,
@@ -65,7 +76,9 @@ export class AgentLink {
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.closeReason = reason;
     if (this.pingTimer) clearInterval(this.pingTimer);
+    this.health?.stop();
     try {
       this.session.goaway(http2.constants.NGHTTP2_NO_ERROR, 0, Buffer.from(reason.slice(0, 200)));
     } catch {
@@ -140,6 +153,7 @@ export class AgentHub {
   constructor(
     private readonly store: Store,
     private readonly log: Logger,
+    private readonly events: RelayEvents,
   ) {}
 
   /** Takes over an authenticated agent connection. Resolves once it is registered (or refused). */
@@ -167,15 +181,26 @@ export class AgentHub {
       if (hello.agent !== identity.name) {
         throw new ProtocolError(`agent calls itself '${hello.agent}' but its certificate says '${identity.name}'`);
       }
+      // read before this link's own sighting is written: where the agent was seen last
+      const previous = await this.store.lastSighting(identity.name).catch(() => undefined);
       const registration = this.register(link, hello.tunnels);
       await this.sendRegistration(link, registration);
       if (registration.accepted.length === 0 && hello.tunnels.length > 0) {
         link.close('no tunnel could be registered');
         return undefined;
       }
+      if (link.closed) return undefined;
       link.startPings(this.log);
-      link.sightingId = await this.store.recordAgentConnected(identity.name, address).catch(() => undefined);
+      this.announce(link, previous?.address);
+      const sightingId = await this.store.recordAgentConnected(identity.name, address).catch(() => undefined);
+      if (link.closed && sightingId !== undefined) {
+        // lost while the sighting was being written: end it now
+        void this.store.recordAgentDisconnected(sightingId, link.closeReason).catch(() => undefined);
+      } else {
+        link.sightingId = sightingId;
+      }
       for (const t of link.tunnels) await this.store.recordTunnel(t.name, identity.name, t.port).catch(() => undefined);
+      await this.startHealth(link);
       this.log.info({ agent: identity.name, address, tunnels: link.tunnels.map((t) => t.name) }, 'agent online');
       return link;
     } catch (err) {
@@ -183,6 +208,40 @@ export class AgentHub {
       link.close(errorMessage(err));
       return undefined;
     }
+  }
+
+  /** agent-connected, and address-changed when the host differs from the previous sighting's. */
+  private announce(link: AgentLink, previousAddress: string | undefined): void {
+    link.online = true;
+    const time = new Date();
+    const agent = link.identity.name;
+    this.events.emit('agent-connected', { time, agent, address: link.address, ...(previousAddress ? { previousAddress } : {}) });
+    if (previousAddress === undefined) return;
+    const from = hostOfSource(previousAddress);
+    const to = hostOfSource(link.address);
+    if (from !== to) {
+      this.events.emit('address-changed', { time, agent, from, to });
+      this.log.info({ agent, from, to }, 'agent address changed');
+    }
+  }
+
+  /** Polls the agent's target health; the last states in the store make a reconnect quiet. */
+  private async startHealth(link: AgentLink): Promise<void> {
+    const agent = link.identity.name;
+    const known = await this.store.listTargetHealth().catch(() => []);
+    const initial = new Map(known.filter((h) => h.agent === agent).map((h) => [h.tunnel, h.state] as const));
+    if (link.closed) return;
+    link.health = new HealthPoller(link.session, agent, HEALTH_POLL_MS, (change) => this.targetHealthChanged(change), { log: this.log, initial });
+  }
+
+  private targetHealthChanged(c: TargetHealthChange): void {
+    this.events.emit('target-health', { time: c.since, agent: c.agent, tunnel: c.tunnel, state: c.state, detail: c.detail });
+    const fields = { agent: c.agent, tunnel: c.tunnel, from: c.previous, to: c.state, detail: c.detail };
+    if (c.state === 'down') this.log.warn(fields, 'target down');
+    else this.log.info(fields, 'target up');
+    void this.store
+      .putTargetHealth({ agent: c.agent, tunnel: c.tunnel, state: c.state, detail: c.detail, since: c.since, checkedAt: c.checkedAt })
+      .catch((err: unknown) => this.log.error({ agent: c.agent, tunnel: c.tunnel, err: errorMessage(err) }, 'cannot record target health'));
   }
 
   private register(link: AgentLink, tunnels: TunnelInfo[]): Registration {
@@ -229,11 +288,16 @@ export class AgentHub {
       }
     }
     if (!link.closed) link.close(reason);
+    const why = link.closeReason ?? reason;
     if (link.sightingId !== undefined) {
       const id = link.sightingId;
       link.sightingId = undefined;
-      void this.store.recordAgentDisconnected(id).catch(() => undefined);
-      this.log.info({ agent: link.identity.name, address: link.address, reason, tunnelsOffline: removed }, 'agent offline');
+      void this.store.recordAgentDisconnected(id, why).catch(() => undefined);
+    }
+    if (link.online) {
+      link.online = false;
+      this.events.emit('agent-lost', { time: new Date(), agent: link.identity.name, address: link.address, reason: why });
+      this.log.info({ agent: link.identity.name, address: link.address, reason: why, tunnelsOffline: removed }, 'agent offline');
     }
   }
 
@@ -243,6 +307,11 @@ export class AgentHub {
 
   isKnown(tunnel: string): boolean {
     return this.known.has(tunnel);
+  }
+
+  /** Every tunnel name ever registered: for explanations in the admin's log, never for peers. */
+  knownTunnels(): Iterable<string> {
+    return this.known;
   }
 
   lookup(tunnel: string): AgentLink | undefined {

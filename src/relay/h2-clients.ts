@@ -104,13 +104,14 @@ export class H2ClientGateway {
       return;
     }
     const identity = peer.identity;
+    const authority = String(headers[':authority'] ?? '').slice(0, 200);
     if (headers[':method'] !== 'CONNECT') {
-      this.refuse(stream, peer, new StreamRefused(400, 'WS_BAD_METHOD', `expected CONNECT, got ${String(headers[':method'])}`));
+      this.refuse(stream, peer, new StreamRefused(400, 'WS_BAD_METHOD', `expected CONNECT, got ${String(headers[':method'])}`), authority);
       return;
     }
-    const target = parseTarget(String(headers[':authority'] ?? ''));
+    const target = parseTarget(authority);
     if (typeof target === 'string') {
-      this.refuse(stream, peer, new StreamRefused(400, 'WS_BAD_TARGET', target));
+      this.refuse(stream, peer, new StreamRefused(400, 'WS_BAD_TARGET', target), authority);
       return;
     }
     this.gateway
@@ -121,10 +122,15 @@ export class H2ClientGateway {
       .catch((err: unknown) => this.refuse(stream, peer, err, target.tunnel));
   }
 
-  private refuse(stream: ServerHttp2Stream, peer: PeerInfo, err: unknown, tunnel?: string): void {
+  /** `tunnel`: the name asked for, or '' when the request named none. */
+  private refuse(stream: ServerHttp2Stream, peer: PeerInfo, err: unknown, tunnel: string): void {
     const refused =
       err instanceof StreamRefused ? err : new StreamRefused(502, errorCode(err) ?? 'WS_INTERNAL', `stream failed: ${errorMessage(err)}`);
-    this.log.warn({ user: peer.identity?.name, source: peer.address, tunnel, code: refused.code, reason: refused.message, via: 'h2' }, 'stream refused');
+    const explain = this.gateway.refused(peer.identity, peer.address, tunnel, refused);
+    this.log.warn(
+      { user: peer.identity?.name, source: peer.address, tunnel, code: refused.code, reason: refused.message, ...(explain ? { explain } : {}), via: 'h2' },
+      'stream refused',
+    );
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) {
       stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);

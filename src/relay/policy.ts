@@ -43,6 +43,11 @@ export class Policy {
     return tunnels !== undefined && (tunnels.has(tunnel) || tunnels.has('*'));
   }
 
+  /** The tunnels a user is granted ('*' = all), sorted; for explanations in the admin's log. */
+  grantsOf(user: string): string[] {
+    return [...(this.snapshot.grants.get(user) ?? [])].sort();
+  }
+
   /** Re-reads the store now if its revision moved; also used by tests to avoid waiting. */
   async poll(): Promise<void> {
     if (this.polling) return;

@@ -3,27 +3,34 @@
 // instead of a TLS alert), then TLS with mutual certificates. After the handshake the identity
 // is checked against the store, and the connection goes by role and ALPN: agent -> AgentHub;
 // user with ALPN warpstone/1 -> HTTP/2 gateway; user without ALPN -> VPN-Warp text CONNECT.
-// Owns: listeners, connection dispatch, revocation enforcement, shutdown. Must not: parse
-// client protocols or open streams itself.
+// What happens is told on `events` (RelayEvents): failures, handshakes, streams, agents, and a
+// once-a-second byte tally; bans, audit, metrics and alerts subscribe. A banned source (the
+// `admission` check, in memory) is dropped at accept, before any TLS work.
+// Owns: listeners, connection dispatch, revocation enforcement, shutdown, connection events.
+// Must not: parse client protocols, open streams itself, or wait on anything at accept.
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import type { Logger } from '../common/log.js';
 import type { Store } from '../store/store.js';
 import { homePaths } from '../common/home.js';
 import { formatAddress, formatHostPort, type HostPort } from '../common/hostport.js';
 import { StateError, StreamRefused, errorMessage } from '../common/errors.js';
-import { splitPem } from '../pki/pem.js';
+import { splitPem, subjectField } from '../pki/pem.js';
+import { RelayEvents, type FailureReason } from '../ops/events.js';
+import { ShapingRegistry } from '../guard/throttle.js';
 import { DEFAULTS } from '../wire/defaults.js';
 import { ALPN_V1 } from '../wire/protocol.js';
 import { Policy } from './policy.js';
-import { authenticate } from './authenticate.js';
+import { authenticate, type AuthContext } from './authenticate.js';
 import { AgentHub, refuseAgent } from './agents.js';
 import { LiveStreams } from './streams.js';
 import { Gateway } from './gateway.js';
 import { H2ClientGateway } from './h2-clients.js';
 import { TextClientGateway, refusalResponse } from './text-clients.js';
 import { AdminSocket, type RelayStatus } from './admin.js';
+import type { OpsView, ShapingSnapshot } from '../ops/view.js';
 
 export interface RelayOptions {
   home?: string;
@@ -33,13 +40,25 @@ export interface RelayOptions {
   /** Serve the admin UNIX socket (status). Default true. */
   adminSocket?: boolean;
   idleTimeoutMs?: number;
+  /** the bus the relay tells what happens; one is created when absent (see `relay.events`) */
+  events?: RelayEvents;
+  /** asked at accept, synchronously: is this peer address banned? (BanGuard) */
+  admission?: Admission;
 }
+
+/** The accept path's one question; must answer from memory, at once. */
+export interface Admission {
+  isBanned(remoteAddress: string | undefined): boolean;
+}
+
+/** How often the relay tallies the bytes of live streams into 'bytes' events. */
+const BYTES_TICK_MS = 1_000;
 
 const HTTP_METHODS = /^(GET|POST|PUT|HEAD|DELETE|OPTIONS|PATCH|CONNECT) /;
 
-export class Relay {
+export class Relay implements OpsView {
   private readonly log: Logger;
-  private readonly store: Store;
+  readonly store: Store;
   private readonly policy: Policy;
   private readonly hub: AgentHub;
   private readonly live = new LiveStreams();
@@ -51,18 +70,48 @@ export class Relay {
   private readonly sourceOf = new WeakMap<net.Socket, string>();
   private tlsServer: tls.Server | undefined;
   private admin: AdminSocket | undefined;
+  private bytesTimer: NodeJS.Timeout | undefined;
+  private serving = false;
+  private authContext: AuthContext = {};
   private readonly startedAt = new Date();
   readonly addresses: HostPort[] = [];
+  readonly events: RelayEvents;
+  /** bandwidth limits from the store, reloaded on every policy change (OpsView.shaping reads it) */
+  readonly shaper: ShapingRegistry;
 
   constructor(private readonly options: RelayOptions) {
     this.log = options.log;
     this.store = options.store;
+    this.events = options.events ?? new RelayEvents();
     this.policy = new Policy(this.store, this.log.child({ part: 'policy' }));
-    this.hub = new AgentHub(this.store, this.log.child({ part: 'agents' }));
-    this.gateway = new Gateway(this.policy, this.hub, this.live, this.log.child({ part: 'streams' }), options.idleTimeoutMs);
+    this.hub = new AgentHub(this.store, this.log.child({ part: 'agents' }), this.events);
+    const shapingLog = this.log.child({ part: 'shaping' });
+    this.shaper = new ShapingRegistry({
+      onCredits: (e) => {
+        shapingLog.info({ scope: e.scope, name: e.name, baselineBytesPerSecond: e.baselineBytesPerSecond }, e.kind === 'credits-exhausted' ? 'credits exhausted: down to the baseline' : 'credits restored: bursting allowed again');
+        if (e.kind === 'credits-exhausted') this.events.emit('credits-exhausted', { time: e.time, scope: e.scope, name: e.name, baselineBytesPerSecond: e.baselineBytesPerSecond });
+        else this.events.emit('credits-restored', { time: e.time, scope: e.scope, name: e.name });
+      },
+      onInvalid: (record, problem) => shapingLog.warn({ scope: record.scope, name: record.name, problem }, 'bandwidth limit ignored'),
+    });
+    this.gateway = new Gateway(this.policy, this.hub, this.live, this.log.child({ part: 'streams' }), this.events, options.idleTimeoutMs, this.shaper);
     this.h2Clients = new H2ClientGateway(this.gateway, this.log.child({ part: 'clients' }));
     this.textClients = new TextClientGateway(this.gateway, this.log.child({ part: 'clients' }));
     this.policy.onChange(() => this.enforceRevocations());
+    // Limit changes bump the same revision as grants and revocations.
+    this.policy.onChange(() => void this.reloadLimits());
+  }
+
+  /** Applies the store's limits; on a read error keeps the buckets it has (and their credits). */
+  private async reloadLimits(): Promise<void> {
+    try {
+      const result = this.shaper.applyLimits(await this.store.listLimits());
+      if (result.added.length + result.changed.length + result.removed.length > 0) {
+        this.log.info({ part: 'shaping', added: result.added, changed: result.changed, removed: result.removed }, 'bandwidth limits reloaded');
+      }
+    } catch (err) {
+      this.log.error({ part: 'shaping', err: errorMessage(err) }, 'reading bandwidth limits failed; keeping the previous ones');
+    }
   }
 
   private loadTlsMaterial(): tls.SecureContextOptions {
@@ -73,7 +122,9 @@ export class Relay {
       const key = blocks.find((b) => b.label.endsWith('PRIVATE KEY'))?.text;
       const cert = blocks.find((b) => b.label === 'CERTIFICATE')?.text;
       if (!key || !cert) throw new Error('relay.pem lacks a key or a certificate');
-      return { key, cert, ca: readFileSync(paths.caCert, 'utf8') };
+      const ca = readFileSync(paths.caCert, 'utf8');
+      this.authContext = { caName: caCommonName(ca) };
+      return { key, cert, ca };
     } catch (err) {
       throw new StateError(`cannot load the relay's certificate from ${paths.dir} (${errorMessage(err)}); run 'warpstone init' first`, 'WS_NO_RELAY_CERT');
     }
@@ -82,6 +133,7 @@ export class Relay {
   async start(): Promise<void> {
     const material = this.loadTlsMaterial();
     await this.policy.start();
+    await this.reloadLimits();
     for (const t of await this.store.listTunnels()) this.hub.rememberTunnel(t.name);
     this.tlsServer = tls.createServer({
       ...material,
@@ -102,6 +154,7 @@ export class Relay {
         ? `TLS handshake did not finish within ${DEFAULTS.handshakeTimeoutMs / 1000} s`
         : `TLS handshake failed: ${err.message}`;
       this.log.warn({ source: address, code: 'WS_HANDSHAKE', reason }, 'connection refused');
+      this.fail(address, 'tls-handshake', reason);
       socket.destroy();
     });
     if (this.options.adminSocket !== false) {
@@ -110,6 +163,18 @@ export class Relay {
       await this.admin.start();
     }
     for (const hp of this.options.listen) await this.listen(hp);
+    this.serving = true;
+    this.bytesTimer = setInterval(() => this.tallyBytes(), BYTES_TICK_MS);
+    this.bytesTimer.unref();
+  }
+
+  /** A failure that counts towards a ban, at connection level (no tunnel: see Gateway.refused). */
+  private fail(source: string, reason: FailureReason, detail: string, identity?: string): void {
+    this.events.emit('failure', { time: new Date(), source, reason, detail, ...(identity !== undefined ? { identity } : {}) });
+  }
+
+  private tallyBytes(): void {
+    for (const t of this.live.tallyBytes()) this.events.emit('bytes', t);
   }
 
   private async listen(hp: HostPort): Promise<void> {
@@ -135,11 +200,20 @@ export class Relay {
   /** Front door: waits for the first bytes, answers plain HTTP in plain text, hands TLS on. */
   private onConnection(socket: net.Socket): void {
     const address = formatAddress(socket.remoteAddress, socket.remotePort);
+    if (this.options.admission?.isBanned(socket.remoteAddress)) {
+      // Before any timer, buffer or TLS state exists for it: a banned peer costs an accept.
+      socket.on('error', () => undefined);
+      socket.destroy();
+      this.events.emit('banned-drop', { time: new Date(), source: address });
+      return;
+    }
     this.frontSockets.add(socket);
     socket.once('close', () => this.frontSockets.delete(socket));
     socket.setNoDelay(true);
     socket.setTimeout(DEFAULTS.handshakeTimeoutMs, () => {
-      this.log.warn({ source: address, code: 'WS_HANDSHAKE', reason: `no TLS handshake within ${DEFAULTS.handshakeTimeoutMs / 1000} s` }, 'connection refused');
+      const reason = `no TLS handshake within ${DEFAULTS.handshakeTimeoutMs / 1000} s`;
+      this.log.warn({ source: address, code: 'WS_HANDSHAKE', reason }, 'connection refused');
+      this.fail(address, 'tls-handshake', reason);
       socket.destroy();
     });
     socket.on('error', () => undefined);
@@ -148,11 +222,14 @@ export class Relay {
       const head = first.subarray(0, 8).toString('latin1');
       if (HTTP_METHODS.test(head)) {
         this.log.warn({ source: address, code: 'WS_PLAIN_HTTP', reason: 'plain HTTP on the TLS port' }, 'connection refused');
+        this.fail(address, 'bad-request', 'plain HTTP on the TLS port');
         socket.end(refusalResponse(400, 'this port speaks TLS with client certificates; plain HTTP is refused', { body: true }));
         return;
       }
       if (first[0] !== 0x16) {
-        this.log.warn({ source: address, code: 'WS_NOT_TLS', reason: `first byte 0x${(first[0] ?? 0).toString(16)} is not a TLS handshake` }, 'connection refused');
+        const reason = `first byte 0x${(first[0] ?? 0).toString(16)} is not a TLS handshake`;
+        this.log.warn({ source: address, code: 'WS_NOT_TLS', reason }, 'connection refused');
+        this.fail(address, 'bad-request', reason);
         socket.destroy();
         return;
       }
@@ -174,22 +251,27 @@ export class Relay {
     socket.pause();
     let result;
     try {
-      result = await authenticate(socket, this.store, this.policy);
+      result = await authenticate(socket, this.store, this.policy, new Date(), this.authContext);
     } catch (err) {
       this.log.error({ source: address, err: errorMessage(err) }, 'authentication failed with an internal error');
       socket.destroy();
       return;
     }
     if (!result.ok) {
-      this.log.warn({ source: address, name: result.name, code: result.code, reason: result.reason }, 'connection refused');
+      this.log.warn({ source: address, name: result.name, code: result.code, reason: result.reason, explain: result.explain }, 'connection refused');
+      // a stranger's certificate can claim any name: only ours count as an identity
+      this.fail(address, result.failure, result.explain, result.signedByUs ? result.name : undefined);
       this.explainRefusal(socket, result.code, result.reason);
       return;
     }
     const { identity } = result;
     const alpn = socket.alpnProtocol;
+    this.events.emit('handshake-ok', { time: new Date(), source: address, identity: identity.name, role: identity.role, resumed: socket.isSessionReused() });
     if (identity.role === 'agent') {
       if (alpn !== ALPN_V1) {
-        this.log.warn({ source: address, agent: identity.name, code: 'WS_AGENT_ALPN', reason: `agent did not negotiate ${ALPN_V1}` }, 'connection refused');
+        const reason = `agent did not negotiate ${ALPN_V1}`;
+        this.log.warn({ source: address, agent: identity.name, code: 'WS_AGENT_ALPN', reason }, 'connection refused');
+        this.fail(address, 'bad-request', reason, identity.name);
         socket.destroy();
         return;
       }
@@ -265,10 +347,28 @@ export class Relay {
         lastSeen: t.lastSeen.toISOString(),
       })),
       streams,
+      shaping: this.shaper.snapshot(),
     };
   }
 
+  /** The shaper's buckets for metrics and the dashboard (OpsView). */
+  shaping(): ShapingSnapshot[] {
+    return this.shaper.opsSnapshot();
+  }
+
+  /** Every listener is bound, and shutdown has not begun (readiness, for /readyz). */
+  listening(): boolean {
+    return this.serving;
+  }
+
+  /** Resolves when the store answers a trivial query (the policy revision). */
+  async storeReachable(): Promise<void> {
+    await this.store.revision();
+  }
+
   async stop(): Promise<void> {
+    this.serving = false;
+    if (this.bytesTimer) clearInterval(this.bytesTimer);
     for (const server of this.servers) server.close();
     for (const socket of this.frontSockets) socket.destroy();
     this.policy.stop();
@@ -276,6 +376,18 @@ export class Relay {
     this.h2Clients.closeAll();
     this.textClients.closeAll();
     this.hub.closeAgentsWhere(() => true, 'relay shutting down');
+    this.shaper.close();
     await this.admin?.stop();
+    // the last bytes of the streams just closed
+    this.tallyBytes();
+  }
+}
+
+/** The CA's common name, to name it when a peer's certificate comes from another CA. */
+function caCommonName(pem: string): string | undefined {
+  try {
+    return subjectField(new X509Certificate(pem).subject, 'CN');
+  } catch {
+    return undefined;
   }
 }

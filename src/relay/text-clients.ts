@@ -43,7 +43,7 @@ export class TextClientGateway {
     socket.once('close', () => this.sockets.delete(socket));
     const parser = new ConnectHeadParser(DEFAULTS.connectHeadMaxBytes);
     const timer = setTimeout(() => {
-      this.refuse(socket, identity, address, new StreamRefused(408, 'WS_HEAD_TIMEOUT', `no CONNECT request within ${DEFAULTS.connectHeadTimeoutMs / 1000} s`));
+      this.refuse(socket, identity, address, new StreamRefused(408, 'WS_HEAD_TIMEOUT', `no CONNECT request within ${DEFAULTS.connectHeadTimeoutMs / 1000} s`), '');
     }, DEFAULTS.connectHeadTimeoutMs);
     const onData = (chunk: Buffer): void => {
       const result = parser.push(chunk);
@@ -52,7 +52,7 @@ export class TextClientGateway {
       socket.off('data', onData);
       socket.pause();
       if (result.kind === 'bad') {
-        this.refuse(socket, identity, address, new StreamRefused(result.status, 'WS_BAD_REQUEST', result.reason));
+        this.refuse(socket, identity, address, new StreamRefused(result.status, 'WS_BAD_REQUEST', result.reason), '');
         return;
       }
       if (result.rest.length > 0) socket.unshift(result.rest);
@@ -69,10 +69,15 @@ export class TextClientGateway {
     socket.once('close', () => clearTimeout(timer));
   }
 
-  private refuse(socket: TLSSocket, identity: PeerIdentity, address: string, err: unknown, tunnel?: string): void {
+  /** `tunnel`: the name asked for, or '' when the request named none. */
+  private refuse(socket: TLSSocket, identity: PeerIdentity, address: string, err: unknown, tunnel: string): void {
     const refused =
       err instanceof StreamRefused ? err : new StreamRefused(502, errorCode(err) ?? 'WS_INTERNAL', `stream failed: ${errorMessage(err)}`);
-    this.log.warn({ user: identity.name, source: address, tunnel, code: refused.code, reason: refused.message, via: 'connect' }, 'stream refused');
+    const explain = this.gateway.refused(identity, address, tunnel, refused);
+    this.log.warn(
+      { user: identity.name, source: address, tunnel, code: refused.code, reason: refused.message, ...(explain ? { explain } : {}), via: 'connect' },
+      'stream refused',
+    );
     if (socket.destroyed) return;
     socket.end(refusalResponse(refused.status, refused.message));
     setTimeout(() => socket.destroy(), DEFAULTS.refusalLingerMs).unref();

@@ -209,8 +209,15 @@ export interface Cluster {
   servicePort: number;
 }
 
-/** Relay + agent exposing an echo service as `tunnel`, and a user granted it. */
-export async function startCluster(cleanup: Cleanup, options: { tunnel?: string; user?: string; agent?: string; relayHost?: string } = {}): Promise<Cluster> {
+/**
+ * Relay + agent exposing an echo service as `tunnel`, and a user granted it. `relayArgs` go on
+ * the relay's command line (e.g. `--no-ban` for tests that fail on purpose many times from
+ * 127.0.0.1, which the relay would otherwise ban).
+ */
+export async function startCluster(
+  cleanup: Cleanup,
+  options: { tunnel?: string; user?: string; agent?: string; relayHost?: string; relayArgs?: string[] } = {},
+): Promise<Cluster> {
   const tunnel = options.tunnel ?? 'echo';
   const home = await makeHome(cleanup);
   const agentIdentity = await home.issue('agent', options.agent ?? 'box');
@@ -220,7 +227,7 @@ export async function startCluster(cleanup: Cleanup, options: { tunnel?: string;
   const relayPort = await freePort(relayHost);
   const servicePort = await echoServer(cleanup);
   const listen = relayHost.includes(':') ? `[${relayHost}]:${relayPort}` : `${relayHost}:${relayPort}`;
-  const relay = startWarpstone(cleanup, ['relay', '--listen', listen], home.env);
+  const relay = startWarpstone(cleanup, ['relay', '--listen', listen, ...(options.relayArgs ?? [])], home.env);
   await relay.waitFor(/relay listening/);
   const agent = startWarpstone(cleanup, ['agent', '--identity', agentIdentity, '--relay', listen, '--expose', `${tunnel}=127.0.0.1:${servicePort}`], home.env);
   await agent.waitFor(/tunnel registered/);
