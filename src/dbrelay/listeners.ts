@@ -1,0 +1,534 @@
+// The database relay's listeners: accept a client (TCP with IDENT, TLS with a client
+// certificate, a UNIX socket with peer credentials, per-user UNIX sockets, or streams from a
+// warpstone relay as an agent), find out who it is (identify.ts), build the DbSessionContext
+// (bounded upstream connections with a connect timeout) and hand it to the protocol session.
+// Owns: sockets and socket files, accept limits, the session context. Must not: parse database
+// protocols, decide policy or write the audit trail itself (sessions and the sink do).
+import net from 'node:net';
+import tls from 'node:tls';
+import { existsSync, lstatSync, lchownSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../common/log.js';
+import { StateError, errorMessage } from '../common/errors.js';
+import { formatAddress, formatHostPort, type HostPort } from '../common/hostport.js';
+import { Agent } from '../agent/agent.js';
+import { openStore } from '../store/open.js';
+import type { CertificateRecord, Store } from '../store/store.js';
+import type { Exposure } from '../agent/expose.js';
+import type { ListenerConfig, TcpListenerConfig, TlsListenerConfig, UnixListenerConfig, PerUserListenerConfig, TunnelListenerConfig, Upstream } from './config.js';
+import { peercredAddon } from '../identity/peercred.js';
+import { certificateIdentity, identIdentity, socketOwnerIdentity, tunnelIdentity, unixPeerIdentity } from './identify.js';
+import type { ClientIdentity, DbAuditSink, DbSessionContext, DbSessionHandler, Decision, DecisionInput } from './types.js';
+
+export interface ListenerParts<L extends ListenerConfig = ListenerConfig> {
+  config: L;
+  handler: DbSessionHandler;
+  decide: (input: DecisionInput) => Promise<Decision>;
+  audit: DbAuditSink;
+  log: Logger;
+}
+
+export interface RunningListener {
+  name: string;
+  /** where clients reach it: "127.0.0.1:3307", "unix:/run/db.sock", "tunnel db at relay:7443" */
+  addresses: string[];
+  /** TCP and TLS listeners: the bound addresses (port 0 in the config becomes the real port) */
+  bound: HostPort[];
+  /** sessions running now (handshake or pipe) */
+  sessions(): number;
+  stop(): Promise<void>;
+}
+
+export class UpstreamUnavailable extends StateError {
+  constructor(message: string) {
+    super(message, 'WS_DBRELAY_UPSTREAM');
+  }
+}
+
+/** Accepts clients for one listener: admission limit, identity, context, the session itself. */
+export class SessionRunner {
+  private readonly clients = new Set<Duplex>();
+  private readonly upstreams = new Set<net.Socket>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly tlsForClients: DbSessionContext['tls'];
+  private stopping = false;
+
+  constructor(private readonly parts: ListenerParts) {
+    const clientTls = parts.config.policy.clientTls;
+    this.tlsForClients =
+      clientTls.mode === 'terminate' ? { mode: 'terminate', secureContext: tls.createSecureContext({ key: clientTls.key, cert: clientTls.cert, minVersion: 'TLSv1.2' }) } : { mode: 'refuse' };
+  }
+
+  count(): number {
+    return this.clients.size;
+  }
+
+  /**
+   * Takes one client: refuses it when the listener is full or stopping (closing only that
+   * connection, with a log line), else finds its identity and runs the session.
+   */
+  accept(client: Duplex, source: string, identify: () => ClientIdentity | Promise<ClientIdentity>): void {
+    const { config, log } = this.parts;
+    client.on('error', (err: Error) => log.debug({ source, err: err.message }, 'client connection error'));
+    if (this.stopping) {
+      client.destroy();
+      return;
+    }
+    if (this.clients.size >= config.policy.maxConnections) {
+      log.warn({ source, limit: config.policy.maxConnections }, 'connection refused: the listener has reached max_connections');
+      client.destroy();
+      return;
+    }
+    this.clients.add(client);
+    client.once('close', () => this.clients.delete(client));
+    const session = this.runSession(client, source, identify).finally(() => {
+      this.clients.delete(client);
+      this.running.delete(session);
+    });
+    this.running.add(session);
+  }
+
+  private async runSession(client: Duplex, source: string, identify: () => ClientIdentity | Promise<ClientIdentity>): Promise<void> {
+    const { config, handler, decide, audit, log } = this.parts;
+    let identity: ClientIdentity;
+    try {
+      identity = await identify();
+    } catch (err) {
+      identity = { name: undefined, source: identitySourceOf(config), detail: `identity lookup failed: ${errorMessage(err)}` };
+    }
+    if (client.destroyed || this.stopping) {
+      log.debug({ source, identity: identity.name }, 'client left before its session started');
+      client.destroy();
+      return;
+    }
+    const sessionLog = log.child({ source, identity: identity.name });
+    let opened = 0;
+    const context: DbSessionContext = {
+      listener: config.name,
+      client,
+      source,
+      identity,
+      connectUpstream: () => {
+        opened += 1;
+        // A session needs one database connection (two leave room for a retry); more would be a
+        // session bug multiplying connections, so it is cut off here.
+        if (opened > 2) return Promise.reject(new UpstreamUnavailable('the relay opens at most two database connections per client'));
+        return this.connectUpstream(config.upstream, sessionLog);
+      },
+      decide,
+      tls: this.tlsForClients,
+      audit,
+      log: sessionLog,
+      handshakeTimeoutMs: config.policy.handshakeTimeoutMs,
+      idleTimeoutMs: config.policy.idleTimeoutMs,
+    };
+    try {
+      await handler(context);
+    } catch (err) {
+      // A session must not throw for client bytes; if it does anyway, only this client pays.
+      sessionLog.error({ err: errorMessage(err) }, 'session failed');
+    } finally {
+      client.destroy();
+    }
+  }
+
+  /** A new connection to the database: bounded in number and in connect time. */
+  connectUpstream(upstream: Upstream, log: Logger): Promise<Duplex> {
+    const { policy } = this.parts.config;
+    if (this.stopping) return Promise.reject(new UpstreamUnavailable('the database relay is stopping'));
+    if (this.upstreams.size >= policy.maxConnections * 2) {
+      log.warn({ limit: policy.maxConnections * 2 }, 'upstream connection refused: too many open');
+      return Promise.reject(new UpstreamUnavailable('the database relay has too many database connections open; try again later'));
+    }
+    return new Promise<Duplex>((resolve, reject) => {
+      const socket =
+        upstream.transport === 'tcp'
+          ? net.connect({ host: upstream.address.host, port: upstream.address.port, allowHalfOpen: true, noDelay: true })
+          : net.connect({ path: upstream.path, allowHalfOpen: true });
+      this.upstreams.add(socket);
+      socket.once('close', () => this.upstreams.delete(socket));
+      const timer = setTimeout(() => {
+        socket.destroy();
+        log.warn({ upstream: upstream.url, timeoutMs: policy.connectTimeoutMs }, 'database did not answer in time');
+        reject(new UpstreamUnavailable(`the database did not answer within ${policy.connectTimeoutMs / 1000} s`));
+      }, policy.connectTimeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.setKeepAlive(true, 30_000);
+        resolve(socket);
+      });
+      socket.once('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        log.warn({ upstream: upstream.url, err: err.message }, 'cannot connect to the database');
+        // The client sees why in general terms; the address stays in our log.
+        reject(new UpstreamUnavailable(`the database is not reachable (${err.code ?? 'error'})`));
+      });
+    });
+  }
+
+  /** Stops taking clients and ends every session and database connection of this listener. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const client of this.clients) client.destroy();
+    for (const upstream of this.upstreams) upstream.destroy();
+    await Promise.allSettled([...this.running]);
+  }
+}
+
+function identitySourceOf(config: ListenerConfig): ClientIdentity['source'] {
+  switch (config.kind) {
+    case 'tcp':
+      return 'ident';
+    case 'tls':
+      return 'certificate';
+    case 'unix':
+      return 'unix-peer';
+    case 'per-user':
+      return 'unix-socket-owner';
+    case 'tunnel':
+      return 'tunnel';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP and TLS
+
+function listenTcp(server: net.Server, hp: HostPort, name: string, log: Logger): Promise<HostPort> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'the address is already in use' : err.code === 'EACCES' ? 'permission denied (ports below 1024 need root)' : err.message;
+      reject(new StateError(`listener '${name}': cannot listen on ${formatHostPort(hp)}: ${why}`, 'WS_LISTEN'));
+    });
+    server.listen({ host: hp.host, port: hp.port, ipv6Only: false }, () => {
+      server.removeAllListeners('error');
+      server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
+      const address = server.address() as net.AddressInfo;
+      resolve({ host: address.address, port: address.port });
+    });
+  });
+}
+
+function closeServer(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+function watchServer(server: net.Server, parts: ListenerParts): void {
+  server.maxConnections = parts.config.policy.maxConnections;
+  server.on('drop', (data?: { remoteAddress?: string; remotePort?: number }) =>
+    parts.log.warn({ source: formatAddress(data?.remoteAddress, data?.remotePort), limit: parts.config.policy.maxConnections }, 'connection refused: the listener has reached max_connections'),
+  );
+}
+
+async function startTcp(parts: ListenerParts<TcpListenerConfig>): Promise<RunningListener> {
+  const runner = new SessionRunner(parts);
+  const { ident } = parts.config;
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    runner.accept(socket, formatAddress(socket.remoteAddress, socket.remotePort), () => identIdentity(socket, ident));
+  });
+  watchServer(server, parts);
+  const bound = await listenTcp(server, parts.config.listen, parts.config.name, parts.log);
+  return {
+    name: parts.config.name,
+    addresses: [formatHostPort(bound)],
+    bound: [bound],
+    sessions: () => runner.count(),
+    stop: async () => {
+      const closed = closeServer(server);
+      await runner.stop();
+      await closed;
+    },
+  };
+}
+
+/**
+ * The certificate identity, checked against the warpstone store when there is one: the serial
+ * must be recorded for that name and not revoked. A store that cannot answer refuses (fail closed).
+ */
+async function storeCheckedIdentity(socket: tls.TLSSocket, config: TlsListenerConfig, store: Store | undefined): Promise<ClientIdentity> {
+  const identity = certificateIdentity(socket, config.requiredOu);
+  if (!store || identity.name === undefined) return identity;
+  const serial = String(socket.getPeerCertificate().serialNumber ?? '').toUpperCase();
+  const label = `certificate of '${identity.name}' (serial ${serial})`;
+  let record: CertificateRecord | undefined;
+  try {
+    record = await store.findCertificate(serial);
+  } catch (err) {
+    return { name: undefined, source: 'certificate', detail: `tls: ${label} cannot be checked against the store: ${errorMessage(err)}` };
+  }
+  if (!record) return { name: undefined, source: 'certificate', detail: `tls: ${label} is not recorded in the warpstone store` };
+  if (record.revokedAt) return { name: undefined, source: 'certificate', detail: `tls: ${label} was revoked on ${record.revokedAt.toISOString()}` };
+  if (record.name !== identity.name) return { name: undefined, source: 'certificate', detail: `tls: ${label} is recorded for '${record.name}'` };
+  return identity;
+}
+
+async function startTls(parts: ListenerParts<TlsListenerConfig>): Promise<RunningListener> {
+  const runner = new SessionRunner(parts);
+  const { config, log } = parts;
+  // Opened now, while the relay may still be root (the store is the home's, mode 0600).
+  const store = config.revocationStore ? await openStore(config.revocationStore) : undefined;
+  const server = tls.createServer({
+    key: config.key,
+    cert: config.cert,
+    ca: config.ca,
+    requestCert: true,
+    // OpenSSL verifies the chain; the verdict is read in certificateIdentity, so a client
+    // without a valid certificate is refused in its own protocol's words, with the reason.
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.2',
+    handshakeTimeout: config.policy.handshakeTimeoutMs,
+    allowHalfOpen: true,
+    // PostgreSQL 17 clients with sslnegotiation=direct insist on this ALPN.
+    ...(config.upstream.protocol === 'postgres' ? { ALPNProtocols: ['postgresql'] } : {}),
+  });
+  server.on('secureConnection', (socket: tls.TLSSocket) => {
+    socket.setNoDelay(true);
+    runner.accept(socket, formatAddress(socket.remoteAddress, socket.remotePort), () => storeCheckedIdentity(socket, config, store));
+  });
+  server.on('tlsClientError', (err, socket) => {
+    log.warn({ source: formatAddress(socket.remoteAddress, socket.remotePort), err: err.message }, 'TLS handshake failed');
+    socket.destroy();
+  });
+  watchServer(server, parts);
+  let bound: HostPort;
+  try {
+    bound = await listenTcp(server, config.listen, config.name, log);
+  } catch (err) {
+    await store?.close();
+    throw err;
+  }
+  return {
+    name: config.name,
+    addresses: [formatHostPort(bound)],
+    bound: [bound],
+    sessions: () => runner.count(),
+    stop: async () => {
+      const closed = closeServer(server);
+      await runner.stop();
+      await closed;
+      await store?.close();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// UNIX sockets
+
+/**
+ * Makes `path` free for a new socket: a leftover socket nobody answers on is removed; a live
+ * one, or anything that is not a socket, is an error (never delete what is not ours).
+ */
+async function clearStaleSocket(path: string, name: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new StateError(`listener '${name}': cannot inspect ${path}: ${errorMessage(err)}`, 'WS_LISTEN');
+  }
+  if (!isSocket) throw new StateError(`listener '${name}': ${path} exists and is not a socket; refusing to replace it`, 'WS_LISTEN');
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    const timer = setTimeout(() => {
+      probe.destroy();
+      resolve(true);
+    }, 1000);
+    probe.once('connect', () => {
+      clearTimeout(timer);
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+  if (alive) throw new StateError(`listener '${name}': ${path} is in use by another process`, 'WS_LISTEN');
+  unlinkSync(path);
+}
+
+/**
+ * Binds `server` at `path` so the socket is born with `mode`: the umask is narrowed around the
+ * bind (Node binds synchronously inside listen()), so there is no moment where the socket is
+ * more open than configured and no chmod that could follow a swapped-in symlink.
+ */
+function listenUnix(server: net.Server, path: string, mode: number, name: string, log: Logger): Promise<void> {
+  // libuv reports a missing directory as EACCES; say what it is
+  if (!existsSync(dirname(path))) return Promise.reject(new StateError(`listener '${name}': cannot listen on ${path}: the directory ${dirname(path)} does not exist`, 'WS_LISTEN'));
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new StateError(`listener '${name}': cannot listen on ${path}: ${err.message}`, 'WS_LISTEN'));
+    });
+    const previous = process.umask(0o777 & ~mode);
+    try {
+      server.listen({ path }, () => {
+        server.removeAllListeners('error');
+        server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
+        resolve();
+      });
+    } finally {
+      process.umask(previous);
+    }
+  });
+}
+
+function removeSocketFile(path: string, log: Logger): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // after dropping privileges the directory may not be ours: the next start clears it
+    if (code !== 'ENOENT') log.debug({ path, err: errorMessage(err) }, 'socket file left behind');
+  }
+}
+
+async function startUnix(parts: ListenerParts<UnixListenerConfig>): Promise<RunningListener> {
+  const runner = new SessionRunner(parts);
+  const { config, log } = parts;
+  const source = `unix:${config.path}`;
+  peercredAddon(); // without the addon no client could be identified: fail now, with the fix in the message
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    runner.accept(socket, source, () => unixPeerIdentity(socket));
+  });
+  watchServer(server, parts);
+  await clearStaleSocket(config.path, config.name);
+  await listenUnix(server, config.path, config.mode, config.name, log);
+  if (config.group) {
+    try {
+      lchownSync(config.path, -1, config.group.gid);
+    } catch (err) {
+      await closeServer(server);
+      throw new StateError(`listener '${config.name}': cannot give ${config.path} to group ${config.group.name}: ${errorMessage(err)}`, 'WS_LISTEN');
+    }
+  }
+  return {
+    name: config.name,
+    addresses: [source],
+    bound: [],
+    sessions: () => runner.count(),
+    stop: async () => {
+      const closed = closeServer(server);
+      await runner.stop();
+      await closed;
+      removeSocketFile(config.path, log);
+    },
+  };
+}
+
+async function startPerUser(parts: ListenerParts<PerUserListenerConfig>): Promise<RunningListener> {
+  const runner = new SessionRunner(parts);
+  const { config, log } = parts;
+  const servers: Array<{ server: net.Server; path: string }> = [];
+  const stopAll = async (): Promise<void> => {
+    const closed = servers.map((s) => closeServer(s.server));
+    await runner.stop();
+    await Promise.all(closed);
+    for (const s of servers) removeSocketFile(s.path, log);
+  };
+  try {
+    for (const entry of config.sockets) {
+      const source = `unix:${entry.path}`;
+      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+        runner.accept(socket, source, () => socketOwnerIdentity(entry.user, entry.path));
+      });
+      watchServer(server, parts);
+      await clearStaleSocket(entry.path, config.name);
+      await listenUnix(server, entry.path, 0o600, config.name, log);
+      servers.push({ server, path: entry.path });
+      // lchown: never follows a symlink someone put in the socket's place after the bind.
+      lchownSync(entry.path, entry.uid, entry.gid);
+      const st = lstatSync(entry.path);
+      if (!st.isSocket() || st.uid !== entry.uid || (st.mode & 0o777) !== 0o600) {
+        throw new StateError(`listener '${config.name}': ${entry.path} is not a 0600 socket owned by ${entry.user} after creating it; was it replaced?`, 'WS_LISTEN');
+      }
+    }
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  return {
+    name: config.name,
+    addresses: config.sockets.map((s) => `unix:${s.path} (${s.user})`),
+    bound: [],
+    sessions: () => runner.count(),
+    stop: stopAll,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tunnels: the relay is dialled as an agent; each relay stream is one client.
+
+/** The port announced to the relay for a tunnel (clients may say `CONNECT db:3306`). */
+function announcedTarget(upstream: Upstream): HostPort {
+  if (upstream.transport === 'tcp') return upstream.address;
+  return { host: 'localhost', port: upstream.protocol === 'mysql' ? 3306 : 5432 };
+}
+
+/**
+ * Starts one agent per (identity, relay) — the relay keeps only the newest link of an agent
+ * name, so tunnel listeners sharing an identity must share the link — with one in-process
+ * exposure per listener.
+ */
+export function startTunnels(
+  all: Array<ListenerParts<TunnelListenerConfig>>,
+  agentLog: Logger,
+  onRegistered?: (tunnels: string[]) => void,
+): RunningListener[] {
+  const groups = new Map<string, Array<ListenerParts<TunnelListenerConfig>>>();
+  for (const parts of all) {
+    const key = `${parts.config.identity.serial}@${formatHostPort(parts.config.relay)}`;
+    groups.set(key, [...(groups.get(key) ?? []), parts]);
+  }
+  const running: RunningListener[] = [];
+  for (const group of groups.values()) {
+    const first = group[0] as ListenerParts<TunnelListenerConfig>;
+    const runners = group.map((parts) => ({ parts, runner: new SessionRunner(parts) }));
+    const exposures: Exposure[] = runners.map(({ parts, runner }) => ({
+      name: parts.config.tunnel,
+      target: announcedTarget(parts.config.upstream),
+      handler: (stream: Duplex, meta: { user: string; source: string }) => {
+        runner.accept(stream, meta.source || 'relay', () => tunnelIdentity(meta.user, parts.config.tunnel));
+      },
+    }));
+    const agent = new Agent({
+      identity: first.config.identity,
+      relay: first.config.relay,
+      exposures,
+      log: agentLog.child({ agent: first.config.identity.name }),
+      onRegistered: (registration) => onRegistered?.(registration.accepted),
+    });
+    agent.start();
+    let agentStopped: Promise<void> | undefined;
+    for (const { parts, runner } of runners) {
+      running.push({
+        name: parts.config.name,
+        addresses: [`tunnel ${parts.config.tunnel} at ${formatHostPort(parts.config.relay)}`],
+        bound: [],
+        sessions: () => runner.count(),
+        stop: async () => {
+          await runner.stop();
+          agentStopped ??= agent.stop();
+          await agentStopped;
+        },
+      });
+    }
+  }
+  return running;
+}
+
+/** Binds one socket-based listener (tcp, tls, unix, per-user). Tunnels go through startTunnels. */
+export function startListener(parts: ListenerParts): Promise<RunningListener> {
+  const config = parts.config;
+  switch (config.kind) {
+    case 'tcp':
+      return startTcp({ ...parts, config });
+    case 'tls':
+      return startTls({ ...parts, config });
+    case 'unix':
+      return startUnix({ ...parts, config });
+    case 'per-user':
+      return startPerUser({ ...parts, config });
+    case 'tunnel':
+      return Promise.reject(new StateError(`listener '${config.name}' is a tunnel; start it with startTunnels`, 'WS_DBRELAY_INTERNAL'));
+  }
+}
