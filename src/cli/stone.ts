@@ -1,6 +1,7 @@
-// `warpstone stone [stone options] <stone> [-- <stone>]...`: stone 2.4's command line, parsed by
-// src/repeater/grammar.ts and run by src/repeater/engine.ts. Every argument after `stone` is
-// handed to the grammar untouched (stone's own -h, -p, -d, -C, `--`, ...).
+// `warpstone stone [--json] [stone options] <stone> [-- <stone>]...`: stone 2.4's command line,
+// parsed by src/repeater/grammar.ts and run by src/repeater/engine.ts. Every argument after
+// `stone` (and after a leading `--json`, which switches the log to JSON lines) is handed to the
+// grammar untouched (stone's own -h, -p, -d, -C, `--`, ...).
 // Exit codes: 2 for a grammar error or a stone this version cannot run (WS_STONE_UNSUPPORTED),
 // 1 for start-up failures (names, ports, files), 0 after SIGTERM/SIGINT or -N, 1 after -h (as stone).
 import type { Command } from 'commander';
@@ -62,7 +63,22 @@ function rawStoneArguments(command: Command, parsed: string[]): string[] {
   return user.slice(at + 1);
 }
 
-export async function runStone(args: readonly string[]): Promise<number> {
+/**
+ * warpstone's own options, only before stone's: `--json` (JSON log lines). Taken only in front,
+ * because stone ends its -x/-s/-B lists at any token starting with `--`.
+ */
+export function ownOptions(args: readonly string[]): { json: boolean; stoneArgs: readonly string[] } {
+  let at = 0;
+  let json = false;
+  while (args[at] === '--json') {
+    json = true;
+    at++;
+  }
+  return { json, stoneArgs: args.slice(at) };
+}
+
+export async function runStone(allArgs: readonly string[]): Promise<number> {
+  const { json, stoneArgs: args } = ownOptions(allArgs);
   let parsed;
   try {
     parsed = parseStoneArguments(args, stoneEnvironment());
@@ -76,7 +92,7 @@ export async function runStone(args: readonly string[]): Promise<number> {
   if (parsed.kind === 'help') {
     process.stderr.write(
       `${NAME}: a stone 2.4 compatible repeater. Usage: warpstone stone <opt>... <stone> [-- <stone>]...\n` +
-        `  <stone>: host:port sport [xhost...] (this version runs plain TCP relays; see 'stone -h ${parsed.topic ?? ''}' for the full grammar)\n`,
+        `  <stone>: host:port sport [xhost...] (relays between TCP, UDP and UNIX sockets, /ssl, /http, -b, -B; see 'stone -h ${parsed.topic ?? ''}' for the full grammar)\n`,
     );
     return 1;
   }
@@ -84,7 +100,7 @@ export async function runStone(args: readonly string[]): Promise<number> {
   for (const w of program.warnings) process.stderr.write(`${NAME}: warning: ${w.message} ('${w.token}')\n`);
   let running;
   try {
-    running = await startStones(program);
+    running = await startStones(program, { json, warn: (message) => process.stderr.write(`${NAME}: warning: ${message}\n`) });
   } catch (err) {
     if (err instanceof StoneUnsupportedError) {
       process.stderr.write(`${NAME}: ${err.message}\n`);
@@ -116,7 +132,7 @@ export async function runStone(args: readonly string[]): Promise<number> {
 export function register(program: Command): void {
   program
     .command('stone')
-    .description("a stone 2.4 compatible repeater: warpstone stone [options] <stone> [-- <stone>]... ('warpstone stone -h' for stone's help)")
+    .description("a stone 2.4 compatible repeater: warpstone stone [--json] [options] <stone> [-- <stone>]... ('warpstone stone -h' for stone's help)")
     .helpOption(false)
     .allowUnknownOption()
     .allowExcessArguments()

@@ -1,30 +1,51 @@
-// Runs a parsed `warpstone stone` program (grammar.ts): for now TCP relay pairs, SSL on either
-// side (ssl.ts: a `/ssl` listener handshakes and checks the client before the pair connects),
-// `host:port sport [xhost...]`, IPv4 and IPv6, with stone 2.4's xhost decisions, -p/-pp/-ppp
-// dumps, -d/-a/-L/-n logging, -X (dump chunking only), -T idle timeout, -A backlog, -i pid file
-// and -N (check, open the listeners, log them, stop). Anything else is refused before anything
-// starts (support.ts, WS_STONE_UNSUPPORTED).
-// Start-up follows stone: `start (2.4) [PID]`, `Debug level: N` (-d), then per stone its xhost
-// entries at -dd (`stone 3: connecting to DST by ADDR/BITS is permitted`) and `stone 3: DST <-
-// SRC`, then `SSL thread nlocks=1` at -dd. Per client: xhost check (`access denied` always),
-// `-a` line, `accepted` (-dd or a dump mode), then the pair (tcp-relay.ts).
+// Runs a parsed `warpstone stone` program (grammar.ts). Each stone is one of:
+//   - a stream relay: TCP or UNIX-socket listener (optionally `/ssl`, tls-front.ts) to a TCP or
+//     UNIX-socket destination (optionally `/ssl` or `/http`), pumped by tcp-relay.ts;
+//   - TCP/UNIX listener to a `/udp` destination, or a `/udp` listener to a stream destination,
+//     with stone's 2-byte framing on the stream side (tcp-to-udp.ts, udp-to-stream.ts);
+//   - `/udp` listener to a `/udp` destination (udp-relay.ts);
+// with stone 2.4's xhost decisions, -p/-pp/-ppp dumps, -d/-a/-L/-n logging, -X (dump chunking
+// only), -T idle timeout, -A backlog, -u, -i pid file, -N (check, open the listeners, log them,
+// stop), -b backups / -B balance groups (failover.ts, checked by health.ts), /ident listeners
+// (ident-lookup.ts) and the value escapes of /http request lines (peer-values.ts). Anything else
+// is refused before anything starts (support.ts, WS_STONE_UNSUPPORTED). With `--json` the same
+// lines are written as JSON objects (json-log.ts).
+// Start-up follows stone: `start (2.4) [PID]`, `Debug level: N` (-d), then per stone `LB set:`
+// (-dd), its xhost entries at -dd (`stone 3: connecting to DST by ADDR/BITS is permitted`),
+// `stone 3: DST <- SRC`, `master M backup B interval N` (-dd), then `SSL thread nlocks=1` and
+// `MinInterval: N` at -dd. Per client of a stream listener: ident query (/ident), xhost check
+// (`access denied` always), `-a` line, `accepted` (-dd or a dump mode), then the pair.
 // Differences from stone on purpose: SIGTERM/SIGINT exit 0 (stone exits 1) after the same
 // `SIGTERM/INT. exiting` line; an IPv4 xhost entry matches an IPv4 client of a dual-stack `/v6`
-// listener (xhost.ts); -X never limits how much is read or written at once.
+// listener (xhost.ts); -X never limits how much is read or written at once; a stale UNIX socket
+// file is replaced (unix-socket.ts); a name that cannot be resolved stops start-up with an error
+// naming the stone or option (stone skips a -b rule it cannot resolve).
 // Owns: listeners, name resolution at start-up, the accept path. Must not: parse command lines,
-// format lines (logline.ts, dump.ts) or pump bytes (tcp-relay.ts).
+// format lines (logline.ts, dump.ts) or pump bytes (tcp-relay.ts, udp-relay.ts, tcp-to-udp.ts,
+// udp-to-stream.ts).
 import net from 'node:net';
-import tls from 'node:tls';
+import dgram from 'node:dgram';
 import { promises as dns } from 'node:dns';
 import { writeFileSync } from 'node:fs';
 import { WarpstoneError, errorMessage } from '../common/errors.js';
+import { peercredAddon } from '../identity/peercred.js';
 import { checkSupported, describeStone } from './support.js';
 import { StoneLog, ipText } from './stone-log.js';
-import { PairSet, TcpPair, socketFd, type PairTarget } from './tcp-relay.js';
-import { StoneSslError, clientOptions, clientServerName, decidePeer, opensslReason, serverContext, sslInfoLines, type SerialMemory } from './ssl.js';
+import { PairSet, TcpPair, socketFd, type PairTarget, type PairTls, type TemplateValues } from './tcp-relay.js';
+import { StoneSslError, clientOptions, clientServerName, serverContext } from './ssl.js';
+import { TlsFront, type ListenerTls } from './tls-front.js';
 import { decide, parseIpAddress, resolveXhosts, type XhostResolver } from './xhost.js';
+import { Backup, HealthMonitor, routeStone, type Checker, type ResolvedGroup, type Router } from './failover.js';
+import { peerValues, valuesUsed, type PeerInfo } from './peer-values.js';
+import { identify } from './ident-lookup.js';
+import { UdpRelay, dgramFd } from './udp-relay.js';
+import { TcpToUdpPair, type DatagramTarget } from './tcp-to-udp.js';
+import { UdpToStream } from './udp-to-stream.js';
+import { UnixListenError, listenUnix } from './unix-socket.js';
+import { lookupService } from './services.js';
+import type { Address, Route } from './route.js';
 import type { StoneExt } from './logline.js';
-import type { IpAddress, PortSpec, ResolvedXhostEntry, SslOptions, StoneDefinition, StoneProgram } from './types.js';
+import type { BackupRule, BalanceGroup, HostPortExt, IpAddress, ResolvedXhostEntry, StoneDefinition, StoneProgram, TemplateValue } from './types.js';
 
 /** A name or port of a stone cannot be resolved, or its listener cannot be opened. */
 export class StoneStartError extends WarpstoneError {
@@ -35,22 +56,33 @@ export class StoneStartError extends WarpstoneError {
 
 export interface RunningListener {
   readonly stone: StoneDefinition;
+  /** the address listened on, or the socket path */
   readonly host: string;
+  /** 0 for a UNIX socket */
   readonly port: number;
+  readonly transport: 'tcp' | 'udp' | 'unix';
 }
 
 export interface RunningStones {
   readonly listeners: readonly RunningListener[];
-  /** live pairs */
+  /** live stream pairs (TCP pairs, TCP<->UDP pairs, UDP-to-stream associations) */
   readonly pairCount: number;
   /** Closes listeners and pairs; with `signal`, logs stone's `SIGTERM/INT. exiting` first. */
   close(options?: { signal?: boolean }): Promise<void>;
 }
 
 export interface EngineOptions {
-  /** resolves names (destinations, listener hosts, xhosts); default dns.lookup */
+  /** resolves names (destinations, listener hosts, xhosts, -b, -B); default dns.lookup */
   readonly lookup?: (host: string, family: 0 | 4 | 6) => Promise<IpAddress>;
   readonly pid?: number;
+  /** our own warnings (not stone log lines), e.g. options a stone ignores */
+  readonly warn?: (message: string) => void;
+  /** how long a UDP origin may stay silent (stone: 60 s); tests shorten it */
+  readonly udpOriginIdleMs?: number;
+  /** the -b health check (tests may replace it); default health.ts */
+  readonly checker?: Checker;
+  /** `--json`: log, dump and -a lines as JSON objects (json-log.ts) */
+  readonly json?: boolean;
 }
 
 async function defaultLookup(host: string, family: 0 | 4 | 6): Promise<IpAddress> {
@@ -62,23 +94,34 @@ async function defaultLookup(host: string, family: 0 | 4 | 6): Promise<IpAddress
   return parsed;
 }
 
-function portNumber(stone: StoneDefinition, spec: PortSpec, what: string): number {
+type Lookup = NonNullable<EngineOptions['lookup']>;
+
+function resolveError(what: string, err: unknown): StoneStartError {
+  return new StoneStartError('WS_STONE_RESOLVE', `${what}: ${errorMessage(err)}`, err);
+}
+
+function portOf(spec: { text: string; number: number | undefined }, protocol: 'tcp' | 'udp', what: string): number {
   if (spec.number !== undefined) return spec.number;
-  throw new StoneStartError('WS_STONE_RESOLVE', `${describeStone(stone)}: unknown ${what} service '${spec.text}' (not in /etc/services)`);
+  const found = lookupService(spec.text, protocol);
+  if (found !== undefined) return found;
+  throw new StoneStartError('WS_STONE_RESOLVE', `${what}: unknown ${protocol} service '${spec.text}' (not in /etc/services)`);
 }
 
 function listenerExts(stone: StoneDefinition): StoneExt[] {
   const e = stone.listener.extensions;
   const out: StoneExt[] = [];
+  if (e.transport === 'udp') out.push('udp');
   if (e.ssl) out.push('ssl');
   if (e.ipv6) out.push(e.ipOnly ? 'v6only' : 'v6');
   if (e.blocking) out.push('block');
+  if (e.ident) out.push('ident');
   return out;
 }
 
 function destinationExts(stone: StoneDefinition): StoneExt[] {
   const e = stone.destination.extensions;
   const out: StoneExt[] = [];
+  if (e.transport === 'udp') out.push('udp');
   if (stone.destination.kind === 'http-request') out.push('http');
   if (e.ssl) out.push('ssl');
   if (e.ipv6) out.push(e.ipOnly ? 'v6only' : 'v6');
@@ -87,99 +130,187 @@ function destinationExts(stone: StoneDefinition): StoneExt[] {
   return out;
 }
 
-/** A `/ssl` listener: its context and -z set. */
-interface ListenerTls {
-  readonly settings: SslOptions;
-  readonly context: tls.SecureContextOptions;
-  readonly memory: SerialMemory;
+/** stone prints a pair's destination with the pair's own extensions only (/http, /base) */
+function connectExts(stone: StoneDefinition): StoneExt[] {
+  return stone.destination.kind === 'http-request' ? ['http'] : [];
 }
+
+type ListenAddress = { kind: 'inet'; host: string; port: number; family: 4 | 6; ipv6Only: boolean } | { kind: 'unix'; path: string };
+
+type StoneKind = 'stream' | 'stream-to-udp' | 'udp' | 'udp-to-stream';
 
 interface Prepared {
   stone: StoneDefinition;
-  tls: ListenerTls | undefined;
-  target: Omit<PairTarget, 'listenFd' | 'printed' | 'log'>;
-  destExts: StoneExt[];
-  listenHost: string;
-  listenPort: number;
-  ipv6Only: boolean;
+  kind: StoneKind;
+  listen: ListenAddress;
+  destination: Address;
+  listenerTls: ListenerTls | undefined;
+  destinationTls: PairTls | undefined;
   rules: ResolvedXhostEntry[];
+  /** value escapes of a /http request line, computed per client */
+  values: Set<TemplateValue>;
 }
 
-async function prepare(program: StoneProgram, lookup: NonNullable<EngineOptions['lookup']>): Promise<Prepared[]> {
-  const out: Prepared[] = [];
-  const xhostResolver: XhostResolver = (host, family) => lookup(host, family === 'ipv4' ? 4 : family === 'ipv6' ? 6 : 0);
-  for (const stone of program.stones) {
-    const d = stone.destination;
-    if ((d.kind !== 'relay' && d.kind !== 'http-request') || d.endpoint.kind !== 'inet' || stone.listener.address.kind !== 'inet') throw new Error('unsupported stone reached the engine');
-    const destFamily = d.extensions.ipv6 ? 6 : 4;
-    let dest: IpAddress;
+const CREDENTIAL_VALUES: readonly TemplateValue[] = ['user-id', 'group-id', 'user-name', 'group-name'];
+
+async function prepareStone(stone: StoneDefinition, lookup: Lookup): Promise<Prepared> {
+  const d = stone.destination;
+  const l = stone.listener;
+  if ((d.kind !== 'relay' && d.kind !== 'http-request') || (l.address.kind === 'inet' && l.address.interface !== undefined)) {
+    throw new Error('unsupported stone reached the engine');
+  }
+  const name = describeStone(stone);
+  let destination: Address;
+  if (d.endpoint.kind === 'unix') {
+    destination = { kind: 'unix', path: d.endpoint.path };
+  } else {
+    const family = d.extensions.ipv6 ? 6 : 4;
+    let ip: IpAddress;
     try {
-      dest = await lookup(d.endpoint.host, destFamily);
+      ip = await lookup(d.endpoint.host, family);
     } catch (err) {
-      throw new StoneStartError('WS_STONE_RESOLVE', `${describeStone(stone)}: cannot resolve ${d.endpoint.host} (IPv${destFamily}): ${errorMessage(err)}`, err);
+      throw resolveError(`${name}: cannot resolve ${d.endpoint.host} (IPv${family})`, err);
     }
-    const l = stone.listener;
-    const la = l.address as Extract<typeof l.address, { kind: 'inet' }>;
-    const listenFamily = l.extensions.ipv6 ? 6 : 4;
-    let listenHost: string;
-    if (la.host === undefined) {
-      listenHost = listenFamily === 6 ? '::' : '0.0.0.0';
+    destination = { kind: 'inet', host: ipText(ip), port: portOf(d.endpoint.port, d.extensions.transport, `${name}: destination`), family: ip.family };
+  }
+  let listen: ListenAddress;
+  if (l.address.kind === 'unix') {
+    listen = { kind: 'unix', path: l.address.path };
+  } else {
+    const family = l.extensions.ipv6 ? 6 : 4;
+    let host: string;
+    if (l.address.host === undefined) {
+      host = family === 6 ? '::' : '0.0.0.0';
     } else {
       try {
-        listenHost = ipText(await lookup(la.host, listenFamily));
+        host = ipText(await lookup(l.address.host, family));
       } catch (err) {
-        throw new StoneStartError('WS_STONE_RESOLVE', `${describeStone(stone)}: cannot resolve the listening host ${la.host} (IPv${listenFamily}): ${errorMessage(err)}`, err);
+        throw resolveError(`${name}: cannot resolve the listening host ${l.address.host} (IPv${family})`, err);
       }
     }
-    const sslError = (err: unknown): never => {
-      if (err instanceof StoneSslError) throw new StoneStartError('WS_STONE_SSL', `${describeStone(stone)}: ${err.message}`, err);
-      throw err;
-    };
-    let listenerTls: ListenerTls | undefined;
-    let destinationTls: PairTarget['tls'];
-    try {
-      const server = stone.settings.sslServer;
-      if (l.extensions.ssl && server) listenerTls = { settings: server, context: serverContext(server), memory: { serial: undefined } };
-      const client = stone.settings.sslClient;
-      if (d.extensions.ssl && client) {
-        destinationTls = { settings: client, options: clientOptions(client), serverName: clientServerName(client, d.endpoint.host), memory: { serial: undefined } };
-      }
-    } catch (err) {
-      sslError(err);
-    }
-    out.push({
-      stone,
-      tls: listenerTls,
-      target: {
-        host: ipText(dest),
-        port: portNumber(stone, d.endpoint.port, 'destination'),
-        family: dest.family,
-        xferBytes: program.globals.transferBufferBytes,
-        idleMs: stone.settings.idleTimeoutSeconds > 0 ? stone.settings.idleTimeoutSeconds * 1000 : 0,
-        ...(destinationTls ? { tls: destinationTls } : {}),
-        ...(d.kind === 'http-request' ? { httpRequest: d.request } : {}),
-      },
-      destExts: destinationExts(stone),
-      listenHost,
-      listenPort: portNumber(stone, la.port, 'listening'),
-      ipv6Only: l.extensions.ipv6 && l.extensions.ipOnly,
-      rules: await resolveXhosts(stone.xhosts, xhostResolver),
-    });
+    const port = portOf(l.address.port, l.extensions.transport, `${name}: listening port`);
+    listen = { kind: 'inet', host, port, family, ipv6Only: l.extensions.ipv6 && l.extensions.ipOnly };
   }
-  return out;
+  let listenerTls: ListenerTls | undefined;
+  let destinationTls: PairTls | undefined;
+  try {
+    const server = stone.settings.sslServer;
+    if (l.extensions.ssl && server) listenerTls = { settings: server, context: serverContext(server), memory: { serial: undefined } };
+    const client = stone.settings.sslClient;
+    if (d.extensions.ssl && client) {
+      const host = d.endpoint.kind === 'unix' ? d.endpoint.path : d.endpoint.host;
+      destinationTls = { settings: client, options: clientOptions(client), serverName: clientServerName(client, host), memory: { serial: undefined } };
+    }
+  } catch (err) {
+    if (err instanceof StoneSslError) throw new StoneStartError('WS_STONE_SSL', `${name}: ${err.message}`, err);
+    throw err;
+  }
+  const values = d.kind === 'http-request' ? valuesUsed(d.request.parts) : new Set<TemplateValue>();
+  if (l.address.kind === 'unix' && CREDENTIAL_VALUES.some((v) => values.has(v))) {
+    try {
+      peercredAddon();
+    } catch (err) {
+      throw new StoneStartError('WS_PEERCRED_UNAVAILABLE', `${name}: \\u \\g \\U \\G need the peer credentials of UNIX-socket clients: ${errorMessage(err)}`, err);
+    }
+  }
+  const udpIn = l.extensions.transport === 'udp';
+  const udpOut = d.extensions.transport === 'udp';
+  const kind: StoneKind = udpIn ? (udpOut ? 'udp' : 'udp-to-stream') : udpOut ? 'stream-to-udp' : 'stream';
+  const xhostResolver: XhostResolver = (host, family) => lookup(host, family === 'ipv4' ? 4 : family === 'ipv6' ? 6 : 0);
+  return { stone, kind, listen, destination, listenerTls, destinationTls, rules: await resolveXhosts(stone.xhosts, xhostResolver), values };
 }
 
-function listen(server: net.Server, p: Prepared): Promise<void> {
+/** `-b` and `-B` operands: `host:port[/v6]` resolved as stone's host2sa with AF_UNSPEC (or IPv6). */
+async function resolveHostPort(hp: HostPortExt, lookup: Lookup, what: string): Promise<Address> {
+  const family = hp.ipv6 ? 6 : 0;
+  let ip: IpAddress;
+  try {
+    ip = await lookup(hp.host, family);
+  } catch (err) {
+    throw resolveError(`${what} ${hp.text}: cannot resolve ${hp.host}`, err);
+  }
+  const port = hp.port === undefined ? 0 : portOf(hp.port, 'tcp', `${what} ${hp.text}`);
+  return { kind: 'inet', host: ipText(ip), port, family: ip.family };
+}
+
+interface ResolvedRule {
+  master: Address;
+  backup: Address;
+  check: Address;
+}
+
+/** Every -b rule and -B group the stones use, resolved once (before anything starts). */
+async function resolveFailover(program: StoneProgram, lookup: Lookup): Promise<{ rules: Map<BackupRule, ResolvedRule>; groups: Map<BalanceGroup, Address[]> }> {
+  const rules = new Map<BackupRule, ResolvedRule>();
+  const groups = new Map<BalanceGroup, Address[]>();
+  for (const stone of program.stones) {
+    for (const rule of stone.settings.backups) {
+      if (rules.has(rule)) continue;
+      rules.set(rule, {
+        master: await resolveHostPort(rule.master, lookup, '-b master'),
+        backup: await resolveHostPort(rule.backup, lookup, '-b backup'),
+        check: await resolveHostPort(rule.check, lookup, '-b check address'),
+      });
+    }
+    for (const group of stone.settings.balanceGroups) {
+      if (groups.has(group)) continue;
+      const members: Address[] = [];
+      for (const m of group.members) members.push(await resolveHostPort(m, lookup, '-B member'));
+      groups.set(group, members);
+    }
+  }
+  return { rules, groups };
+}
+
+function printAddress(log: StoneLog, a: Address, exts: StoneExt[]): Promise<string> {
+  return a.kind === 'unix' ? Promise.resolve(log.unix(a.path, exts)) : log.addrNamed(a.host, a.port, exts);
+}
+
+/** Sync printing, with the names learnt by printAddress(). */
+function printKnown(log: StoneLog, a: Address, exts: StoneExt[]): string {
+  return a.kind === 'unix' ? log.unix(a.path, exts) : log.addr(a.host, a.port, exts);
+}
+
+function listenInet(server: net.Server, p: Prepared, l: Extract<ListenAddress, { kind: 'inet' }>): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => {
-      reject(new StoneStartError('WS_STONE_LISTEN', `${describeStone(p.stone)}: cannot listen on ${p.listenHost.includes(':') ? `[${p.listenHost}]` : p.listenHost}:${p.listenPort}: ${errorMessage(err)}`, err));
+      reject(new StoneStartError('WS_STONE_LISTEN', `${describeStone(p.stone)}: cannot listen on ${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}: ${errorMessage(err)}`, err));
     };
     server.once('error', onError);
-    server.listen({ host: p.listenHost, port: p.listenPort, backlog: p.stone.settings.backlog, ipv6Only: p.ipv6Only }, () => {
+    server.listen({ host: l.host, port: l.port, backlog: p.stone.settings.backlog, ipv6Only: l.ipv6Only }, () => {
       server.off('error', onError);
       resolve();
     });
   });
+}
+
+function bindUdp(p: Prepared, l: Extract<ListenAddress, { kind: 'inet' }>): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket({ type: l.family === 6 ? 'udp6' : 'udp4', ipv6Only: l.ipv6Only });
+    const onError = (err: Error): void => {
+      socket.close();
+      reject(new StoneStartError('WS_STONE_LISTEN', `${describeStone(p.stone)}: cannot bind UDP ${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}: ${errorMessage(err)}`, err));
+    };
+    socket.once('error', onError);
+    socket.bind({ address: l.host, port: l.port }, () => {
+      socket.off('error', onError);
+      resolve(socket);
+    });
+  });
+}
+
+/** What the accept path of one stream listener needs. */
+interface AcceptContext {
+  readonly prepared: Prepared;
+  readonly listenFd: number;
+  readonly listenPort: number;
+  readonly exts: StoneExt[];
+  readonly defaultDumpMode: number;
+  readonly log: StoneLog;
+  readonly pairs: PairSet;
+  readonly tlsFront: TlsFront | undefined;
+  readonly pairTarget: PairTarget;
+  readonly datagramTarget: DatagramTarget;
 }
 
 /**
@@ -189,25 +320,98 @@ function listen(server: net.Server, p: Prepared): Promise<void> {
 export async function startStones(program: StoneProgram, options: EngineOptions = {}): Promise<RunningStones> {
   checkSupported(program);
   const g = program.globals;
-  const prepared = await prepare(program, options.lookup ?? defaultLookup);
-  const log = new StoneLog({ debugLevel: g.debugLevel, numeric: g.numericAddresses, logFile: g.logFile, accountingFile: g.accountingFile });
+  const lookup = options.lookup ?? defaultLookup;
+  const prepared: Prepared[] = [];
+  for (const stone of program.stones) prepared.push(await prepareStone(stone, lookup));
+  const failover = await resolveFailover(program, lookup);
+  const log = new StoneLog({
+    debugLevel: g.debugLevel,
+    numeric: g.numericAddresses,
+    logFile: g.logFile,
+    accountingFile: g.accountingFile,
+    json: options.json ?? false,
+    pid: options.pid ?? process.pid,
+  });
   log.event({ kind: 'start', pid: options.pid ?? process.pid });
   log.event({ kind: 'debugLevel', level: g.debugLevel });
 
+  // -b rules become shared Backup states, -B groups get their `LB set:` lines
+  const backups = new Map<BackupRule, Backup>();
+  for (const [rule, r] of failover.rules) {
+    const printed = { master: await printAddress(log, r.master, []), backup: await printAddress(log, r.backup, []), check: await printAddress(log, r.check, []) };
+    backups.set(rule, new Backup(rule, r.master, r.backup, r.check, printed));
+  }
+  const groups = new Map<BalanceGroup, ResolvedGroup>();
+  for (const [group, members] of failover.groups) {
+    const printed: string[] = [];
+    for (const m of members) printed.push(await printAddress(log, m, []));
+    groups.set(group, { group, members, line: `LB set: ${printed.join(' ')}` });
+  }
+  const monitor = new HealthMonitor([...backups.values()], log, options.checker);
+
   const pairs = new PairSet();
   const servers: net.Server[] = [];
+  const datagramStones: { close(): void }[] = [];
   const listeners: RunningListener[] = [];
+  const closeAll = (): void => {
+    for (const s of servers) s.close();
+    for (const u of datagramStones) u.close();
+  };
   try {
     for (const p of prepared) {
-      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
-      await listen(server, p);
-      servers.push(server);
-      const listenFd = socketFd(server);
-      const port = (server.address() as net.AddressInfo).port;
-      const dst = await log.addrNamed(p.target.host, p.target.port, p.destExts);
-      // stone's `connecting to` line prints the destination without /ssl
-      const printed = p.target.tls ? await log.addrNamed(p.target.host, p.target.port, p.destExts.filter((e) => e !== 'ssl')) : dst;
-      const src = await log.addrNamed(p.listenHost, port, listenerExts(p.stone));
+      const stone = p.stone;
+      const exts = listenerExts(stone);
+      const print = (a: Address): string => printKnown(log, a, connectExts(stone));
+      const destinationRoute: Route = { address: p.destination, printed: await printAddress(log, p.destination, connectExts(stone)) };
+      const routing = routeStone(
+        destinationRoute,
+        stone.settings.balanceGroups.map((grp) => groups.get(grp)).filter((x): x is ResolvedGroup => x !== undefined),
+        stone.settings.backups.map((rule) => backups.get(rule)).filter((x): x is Backup => x !== undefined),
+        print,
+      );
+      if (p.kind === 'udp' && (stone.settings.backups.length > 0 || stone.settings.balanceGroups.length > 0)) {
+        options.warn?.(`${describeStone(stone)}: -b and -B do not apply to a UDP-to-UDP stone (stone 2.4 always sends to its first destination)`);
+      }
+      if (routing.groupLine !== undefined && log.debug > 1) log.message(routing.groupLine);
+
+      let listenFd: number;
+      let listenPort = 0;
+      let udpSocket: dgram.Socket | undefined;
+      let server: net.Server | undefined;
+      if (p.kind === 'udp' || p.kind === 'udp-to-stream') {
+        if (p.listen.kind !== 'inet') throw new Error('a UDP listener needs an address');
+        udpSocket = await bindUdp(p, p.listen);
+        const bound = udpSocket;
+        // closes the socket if start-up fails before its relay owns it (then the relay closes it)
+        datagramStones.push({
+          close: () => {
+            try {
+              bound.close();
+            } catch {
+              // already closed by its relay
+            }
+          },
+        });
+        listenFd = dgramFd(udpSocket);
+        listenPort = udpSocket.address().port;
+      } else {
+        server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
+        if (p.listen.kind === 'unix') {
+          try {
+            await listenUnix(server, p.listen.path, stone.settings.backlog);
+          } catch (err) {
+            if (!(err instanceof UnixListenError)) throw err;
+            throw new StoneStartError('WS_STONE_LISTEN', `${describeStone(stone)}: cannot listen on ${p.listen.path}: ${err.message}`, err);
+          }
+        } else {
+          await listenInet(server, p, p.listen);
+          listenPort = (server.address() as net.AddressInfo).port;
+        }
+        servers.push(server);
+        listenFd = socketFd(server);
+      }
+      const dst = await printAddress(log, p.destination, destinationExts(stone));
+      const src = p.listen.kind === 'unix' ? log.unix(p.listen.path, exts) : await log.addrNamed(p.listen.host, listenPort, exts);
       if (log.debug > 1) {
         let allow = true;
         for (const rule of p.rules) {
@@ -216,19 +420,79 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
         }
       }
       log.event({ kind: 'listen', listenFd, dst, src });
-      listeners.push({ stone: p.stone, host: p.listenHost, port });
-      const target: PairTarget = { ...p.target, listenFd, printed, log };
-      const exts = listenerExts(p.stone);
-      const tlsFront = p.tls ? new TlsFront(p.tls, target, pairs) : undefined;
-      server.on('connection', (client: net.Socket) => {
+      if (log.debug > 1) for (const line of routing.backupLines) log.message(line);
+      listeners.push(
+        p.listen.kind === 'unix'
+          ? { stone, host: p.listen.path, port: 0, transport: 'unix' }
+          : { stone, host: p.listen.host, port: listenPort, transport: udpSocket ? 'udp' : 'tcp' },
+      );
+      const idleMs = stone.settings.idleTimeoutSeconds > 0 ? stone.settings.idleTimeoutSeconds * 1000 : 0;
+
+      if (udpSocket && p.kind === 'udp') {
+        if (p.destination.kind !== 'inet') throw new Error('a UDP destination needs an address');
+        const relay = new UdpRelay({
+          log,
+          listenFd,
+          listener: udpSocket,
+          destination: p.destination,
+          rules: p.rules,
+          defaultDumpMode: g.defaultDumpMode,
+          maxOrigins: g.udpSessionMax,
+          ...(options.udpOriginIdleMs !== undefined ? { idleMs: options.udpOriginIdleMs } : {}),
+        });
+        datagramStones.push(relay);
+        continue;
+      }
+      if (udpSocket) {
+        datagramStones.push(
+          new UdpToStream({
+            log,
+            listenFd,
+            listenPort,
+            listener: udpSocket,
+            router: routing.router,
+            rules: p.rules,
+            defaultDumpMode: g.defaultDumpMode,
+            maxAssociations: g.udpSessionMax,
+            idleMs,
+            pairs,
+          }),
+        );
+        continue;
+      }
+      const router: Router = routing.router;
+      const context: AcceptContext = {
+        prepared: p,
+        listenFd,
+        listenPort,
+        exts,
+        defaultDumpMode: g.defaultDumpMode,
+        log,
+        pairs,
+        tlsFront: p.listenerTls ? new TlsFront(p.listenerTls, log, listenFd) : undefined,
+        pairTarget: {
+          log,
+          listenFd,
+          router,
+          xferBytes: g.transferBufferBytes,
+          idleMs,
+          ...(p.destinationTls ? { tls: p.destinationTls } : {}),
+          ...(stone.destination.kind === 'http-request' ? { httpRequest: stone.destination.request } : {}),
+        },
+        datagramTarget: { log, listenFd, router, idleMs },
+      };
+      (server as net.Server).on('connection', (client: net.Socket) => {
         client.on('error', () => undefined);
-        void accept(client, target, p.rules, exts, port, g.defaultDumpMode, log, pairs, tlsFront).catch(() => client.destroy());
+        void accept(client, context).catch(() => client.destroy());
       });
     }
     log.event({ kind: 'sslThreadLocks' });
+    if (monitor.minInterval > 0 && log.debug > 1) log.message(`MinInterval: ${monitor.minInterval}`);
+    monitor.start();
     if (g.pidFile !== undefined) writeFileSync(g.pidFile, `${options.pid ?? process.pid}\n`);
   } catch (err) {
-    for (const s of servers) s.close();
+    monitor.stop();
+    closeAll();
     throw err;
   }
 
@@ -241,7 +505,9 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
     close: (closeOptions = {}) => {
       closing ??= (async () => {
         if (closeOptions.signal) log.event({ kind: 'exiting' });
+        monitor.stop();
         const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+        for (const u of datagramStones) u.close();
         pairs.destroyAll();
         await Promise.all(closed);
       })();
@@ -250,136 +516,46 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
   };
 }
 
-async function accept(
-  client: net.Socket,
-  target: PairTarget,
-  rules: readonly ResolvedXhostEntry[],
-  exts: StoneExt[],
-  listenPort: number,
-  defaultDumpMode: number,
-  log: StoneLog,
-  pairs: PairSet,
-  tlsFront: TlsFront | undefined,
-): Promise<void> {
+async function accept(client: net.Socket, c: AcceptContext): Promise<void> {
   const fd = socketFd(client);
+  const log = c.log;
+  const unix = c.prepared.listen.kind === 'unix';
   const host = client.remoteAddress;
   const port = client.remotePort;
-  if (host === undefined || port === undefined) {
+  if (!unix && (host === undefined || port === undefined)) {
     client.destroy();
     return;
   }
-  const address = parseIpAddress(host.replace(/%.*$/, ''));
-  const decision = decide(rules, address ?? 'unix', { defaultDumpMode });
+  // stone asks the client's identd before anything else (/ident)
+  const ident = c.prepared.stone.listener.extensions.ident && !unix ? await identify(client, log) : undefined;
+  if (client.destroyed) return;
+  const shown = ident?.shown === undefined ? {} : { ident: ident.shown };
+  const address = unix ? 'unix' : (parseIpAddress((host as string).replace(/%.*$/, '')) ?? 'unix');
+  const from = async (): Promise<string> => (unix ? log.unix('', c.exts) : log.addrNamed(host as string, port as number, c.exts));
+  const decision = decide(c.prepared.rules, address, { defaultDumpMode: c.defaultDumpMode });
   if (!decision.allowed) {
-    log.event({ kind: 'accessDenied', listenFd: target.listenFd, from: await log.addrNamed(host, port, exts) });
+    log.event({ kind: 'accessDenied', listenFd: c.listenFd, from: await from(), ...shown });
     client.destroy();
     return;
   }
   const dumpMode = decision.dumpMode & 0xf;
   if (log.accounting || log.debug > 1 || dumpMode > 0) {
-    const from = await log.addrNamed(host, port, exts);
-    log.account({ clock: Math.floor(Date.now() / 1000), port: listenPort, listenFd: target.listenFd, from, fromHost: host });
-    log.event({ kind: 'accepted', listenFd: target.listenFd, fd, from, mode: decision.dumpMode }, dumpMode);
+    const text = await from();
+    log.account({ clock: Math.floor(Date.now() / 1000), port: c.listenPort, listenFd: c.listenFd, from: text, fromHost: unix ? 'localhost' : (host as string), ...shown });
+    log.event({ kind: 'accepted', listenFd: c.listenFd, fd, from: text, mode: decision.dumpMode, ...shown }, dumpMode);
+  }
+  let values: TemplateValues = {};
+  if (c.prepared.values.size > 0) {
+    const peer: PeerInfo = unix
+      ? { kind: 'unix', socket: client }
+      : { kind: 'inet', address: host as string, port: port as number, ...(ident?.user !== undefined ? { ident: ident.user } : {}) };
+    values = await peerValues(c.prepared.values, peer, log.numeric);
   }
   if (client.destroyed) return;
-  if (!tlsFront) {
-    new TcpPair(client, fd, target, dumpMode, pairs);
-    return;
-  }
-  tlsFront.handshake(client, fd, dumpMode);
-}
-
-interface PendingHandshake {
-  readonly fd: number;
-  readonly dumpMode: number;
-}
-
-/**
- * The TLS side of a `/ssl` listener: a tls.Server that never listens, fed the accepted sockets
- * (so node:tls does the client-certificate bookkeeping: `authorized`), then stone's checks
- * (ssl.ts decidePeer) and the pair. Pending handshakes are known by the client's address:port.
- */
-class TlsFront {
-  private readonly server: tls.Server;
-  private readonly pending = new Map<string, PendingHandshake>();
-
-  constructor(
-    private readonly listenerTls: ListenerTls,
-    private readonly target: PairTarget,
-    private readonly pairs: PairSet,
-  ) {
-    const o = listenerTls.settings;
-    const context = tls.createSecureContext(listenerTls.context);
-    this.server = tls.createServer({
-      ...listenerTls.context,
-      requestCert: o.verify !== 'none',
-      rejectUnauthorized: false,
-      allowHalfOpen: true,
-      ...(o.sni && o.serverName !== undefined
-        ? {
-            // stone's servername callback: a ClientHello naming another server is refused
-            SNICallback: (name: string, done: (err: Error | null, ctx?: tls.SecureContext) => void) => {
-              if (name === o.serverName) done(null, context);
-              else done(new Error(`servername ${name} is not ${o.serverName ?? ''}`));
-            },
-          }
-        : {}),
-    });
-    this.server.on('secureConnection', (socket: tls.TLSSocket) => this.secured(socket));
-    this.server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => this.failed(err, socket));
-  }
-
-  private static key(socket: net.Socket): string {
-    return `${socket.remoteAddress ?? ''}|${socket.remotePort ?? 0}`;
-  }
-
-  private line(fd: number, text: string): void {
-    this.target.log.message(`${this.target.listenFd} TCP ${fd}: ${text}`);
-  }
-
-  /** Starts the handshake on an accepted (paused) client. */
-  handshake(client: net.Socket, fd: number, dumpMode: number): void {
-    const key = TlsFront.key(client);
-    this.pending.set(key, { fd, dumpMode });
-    client.once('close', () => this.pending.delete(key));
-    this.server.emit('connection', client);
-    client.resume();
-  }
-
-  private take(socket: tls.TLSSocket): PendingHandshake | undefined {
-    const key = TlsFront.key(socket);
-    const found = this.pending.get(key);
-    this.pending.delete(key);
-    return found;
-  }
-
-  private failed(err: Error, socket: tls.TLSSocket): void {
-    const p = this.take(socket);
-    socket.destroy();
-    if (!p) return;
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ECONNRESET' || code === 'EPIPE' || /socket disconnected|socket hang up/i.test(err.message)) {
-      if (this.target.log.debug > 0) this.line(p.fd, 'SSL_accept shutdowned by peer sf=0 errno=0');
-    } else {
-      this.line(p.fd, `SSL_accept lib ${opensslReason(err)}`);
-    }
-  }
-
-  private secured(socket: tls.TLSSocket): void {
-    const p = this.take(socket);
-    if (!p) {
-      socket.destroy();
-      return;
-    }
-    socket.on('error', () => undefined);
-    const verdict = decidePeer(socket, this.listenerTls.settings, this.listenerTls.memory, (text) => this.line(p.fd, text));
-    if (!verdict.ok) {
-      for (const m of verdict.messages) this.line(p.fd, m);
-      socket.destroy();
-      return;
-    }
-    if (this.listenerTls.settings.verbose > 0) for (const l of sslInfoLines(socket)) this.target.log.message(l);
-    socket.pause();
-    new TcpPair(socket, p.fd, this.target, p.dumpMode, this.pairs, verdict.matches);
-  }
+  const start = (socket: net.Socket, matches: readonly (string | undefined)[]): void => {
+    if (c.prepared.kind === 'stream-to-udp') new TcpToUdpPair(socket, fd, c.datagramTarget, dumpMode, c.pairs);
+    else new TcpPair(socket, fd, c.pairTarget, dumpMode, c.pairs, matches, values);
+  };
+  if (c.tlsFront) c.tlsFront.handshake(client, fd, start);
+  else start(client, []);
 }

@@ -280,9 +280,9 @@ export function stoneMessage(e: StoneEvent): string {
     case 'exiting':
       return 'SIGTERM/INT. exiting';
     case 'accepted':
-      return `stone ${e.listenFd}: accepted TCP ${e.fd} from ${e.ident ? `${e.ident}@` : ''}${e.from} mode=${e.mode}`;
+      return `stone ${e.listenFd}: accepted TCP ${e.fd} from ${e.ident !== undefined ? `${e.ident}@` : ''}${e.from} mode=${e.mode}`;
     case 'accessDenied':
-      return `stone ${e.listenFd}: access denied: from ${e.ident ? `${e.ident}@` : ''}${e.from}`;
+      return `stone ${e.listenFd}: access denied: from ${e.ident !== undefined ? `${e.ident}@` : ''}${e.from}`;
     case 'connecting':
       return `${e.listenFd} TCP ${e.sourceFd}: connecting to TCP ${e.destFd} ${e.to}`;
     case 'established':
@@ -383,7 +383,7 @@ export interface AccountingEvent {
  */
 export function accountingLine(e: AccountingEvent): string {
   const clock = e.clock instanceof Date ? Math.floor(e.clock.getTime() / 1000) : e.clock;
-  return `${stoneTime(clock, false)}${e.port}[${e.listenFd}] ${e.ident ? `${e.ident}@` : ''}${e.from}[${e.fromHost}]`;
+  return `${stoneTime(clock, false)}${e.port}[${e.listenFd}] ${e.ident !== undefined ? `${e.ident}@` : ''}${e.from}[${e.fromHost}]`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,8 +403,10 @@ const EMBEDDED_TIME_RE = new RegExp(`${TIME} `);
  * Masks what legitimately differs between two runs: the timestamp and thread id of the prefix
  * (`<TIME> <TID> `; a thread id is a number of 5 or more digits, so that a line without one keeps
  * its leading descriptor), every file-descriptor number stone prints (as `#`, in dump headers, `stone N:`,
- * `N TCP N:`, `to TCP N`, `to N`, `TCP N: epoll N`, pair lines, `-a` lines), the time inside pair
- * and `-a` lines, and with `loops` the `lp:N` counters. Everything else is left byte for byte.
+ * `N TCP N:`, `to TCP N`, `to N`, `TCP N: epoll N`, pair lines, `-a` lines, and the UDP forms
+ * `N UDP>N:`, `N UDP N:`, `N TCPN>UDPN:`, `N UDP<TCPN:`), the time inside pair and `-a` lines, and
+ * with `loops` the `lp:N` counters. The `-1` stone prints for the client side of a UDP listener is
+ * kept (it tells the kind of pair). Everything else is left byte for byte.
  */
 export function normalise(line: string, options: NormaliseOptions = {}): string {
   let head = '';
@@ -417,16 +419,22 @@ export function normalise(line: string, options: NormaliseOptions = {}): string 
     rest = line.slice(p[0].length);
   }
   let m: RegExpExecArray | null;
-  if ((m = /^\d+ (tu|rm)?\d+([<>])\d+(?= |$)/.exec(rest))) {
-    rest = `# ${m[1] ?? ''}#${m[2]}#${rest.slice(m[0].length)}`;
+  if ((m = /^\d+ (tu|rm)?(-?\d+)([<>])\d+(?= |$)/.exec(rest))) {
+    // the client side of a UDP listener is fd -1 in stone: kept, it tells the pair's kind
+    rest = `# ${m[1] ?? ''}${m[2] === '-1' ? '-1' : '#'}${m[3]}#${rest.slice(m[0].length)}`;
   } else if ((m = /^\d+ UDP([<>])\d+:/.exec(rest))) {
     rest = `# UDP${m[1]}#:${rest.slice(m[0].length)}`;
+  } else if ((m = /^\d+ UDP \d+: /.exec(rest))) {
+    rest = `# UDP #: ${rest.slice(m[0].length)}`;
+  } else if ((m = /^\d+ (TCP-?\d+>UDP\d+|UDP<TCP-?\d+): /.exec(rest))) {
+    rest = `# ${(m[1] as string).replace(/\d+/g, '#')}: ${rest.slice(m[0].length)}`;
   } else if ((m = /^stone \d+: /.exec(rest))) {
     rest = `stone #: ${rest.slice(m[0].length).replace(/^accepted TCP \d+ /, 'accepted TCP # ')}`;
   } else if ((m = /^\d+ TCP\s*\d+:\s*-?\d+ ([0-9a-f]{8} -?\d+ )/.exec(rest))) {
     rest = `# TCP #: # ${m[1]}${rest.slice(m[0].length).replace(EMBEDDED_TIME_RE, '<TIME> ')}`;
-  } else if ((m = /^\d+ TCP \d+: /.exec(rest))) {
-    rest = `# TCP #: ${rest.slice(m[0].length).replace(/^connecting to TCP \d+ /, 'connecting to TCP # ').replace(/^established to \d+ /, 'established to # ')}`;
+  } else if ((m = /^\d+ TCP (-?\d+): /.exec(rest))) {
+    const fd = m[1] === '-1' ? '-1' : '#';
+    rest = `# TCP ${fd}: ${rest.slice(m[0].length).replace(/^connecting to TCP \d+ /, 'connecting to TCP # ').replace(/^established to \d+ /, 'established to # ')}`;
   } else if ((m = /^TCP \d+: epoll \d+ /.exec(rest))) {
     rest = `TCP #: epoll # ${rest.slice(m[0].length)}`;
   }

@@ -1,16 +1,20 @@
 // Where a running `warpstone stone` writes stone-format lines: the log (stderr, or the `-L`
 // file / stdout), the `-a` accounting file, and the address strings stone prints (service names
-// from /etc/services and reverse-DNS names unless `-n`, numbers for loopback).
+// from /etc/services, the udp ones for /udp addresses, reverse-DNS names unless `-n`, numbers for
+// loopback, `unix:PATH` for UNIX sockets). With `--json` the same lines go out as JSON objects
+// (json-log.ts).
 // Owns: output destinations and the per-process prefix (time, thread id). Must not: decide which
 // events are logged (logline.ts stoneLogs() does) or touch the relayed sockets.
 import { existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { promises as dns } from 'node:dns';
 import net from 'node:net';
 import { WarpstoneError, errorMessage } from '../common/errors.js';
-import { dumpLines } from './dump.js';
+import { dumpBodies, dumpLines } from './dump.js';
+import { jsonAccountingLine, jsonDumpLine, jsonEventLine, jsonMessageLine } from './json-log.js';
 import {
   accountingLine,
   eventLine,
+  extSuffix,
   linePrefix,
   logLine,
   parseServices,
@@ -27,6 +31,10 @@ import type { IpAddress, OutputFile } from './types.js';
 export interface StoneLogOptions {
   readonly debugLevel: number;
   readonly numeric: boolean;
+  /** `--json`: one JSON object per line (json-log.ts) instead of stone's text */
+  readonly json?: boolean;
+  /** the pid JSON lines carry (default this process) */
+  readonly pid?: number;
   readonly logFile: OutputFile | undefined;
   readonly accountingFile: OutputFile | undefined;
 }
@@ -49,7 +57,8 @@ function openOutput(file: OutputFile | undefined, fallbackFd: number, what: stri
 }
 
 let services: Map<string, string> | undefined;
-function serviceName(port: number): string | undefined {
+/** getservbyport: the tcp table, or the udp one where stone asks with NI_DGRAM (/udp addresses) */
+function serviceName(port: number, proto: 'tcp' | 'udp' = 'tcp'): string | undefined {
   if (!services) {
     try {
       services = existsSync('/etc/services') ? parseServices(readFileSync('/etc/services', 'utf8')) : new Map();
@@ -57,7 +66,7 @@ function serviceName(port: number): string | undefined {
       services = new Map();
     }
   }
-  return services.get(`${port}/tcp`);
+  return services.get(`${port}/${proto}`);
 }
 
 function isLoopbackOrAny(host: string): boolean {
@@ -79,17 +88,24 @@ export class StoneLog {
   private readonly logFd: number;
   private readonly accountingFd: number | undefined;
   private readonly threadId = syntheticThreadId();
+  /** reverse-DNS names learnt by addrNamed(), by numeric address, each kept NAME_TTL_MS */
+  private readonly names = new Map<string, { name: string | undefined; until: number }>();
+  private readonly json: boolean;
+  private readonly pid: number;
 
   constructor(options: StoneLogOptions) {
     this.debug = options.debugLevel;
     this.numeric = options.numeric;
+    this.json = options.json ?? false;
+    this.pid = options.pid ?? process.pid;
     this.logFd = openOutput(options.logFile, 2, 'log file (-L)');
     this.accountingFd = options.accountingFile === undefined ? undefined : openOutput(options.accountingFile, 1, 'accounting file (-a)');
   }
 
+  /** Text lines are bytes (latin1); JSON lines are UTF-8 (bytes as Latin-1 code points). */
   private write(fd: number, line: string): void {
     try {
-      writeSync(fd, Buffer.from(`${line}\n`, 'latin1'));
+      writeSync(fd, Buffer.from(`${line}\n`, this.json ? 'utf8' : 'latin1'));
     } catch {
       // a log that cannot be written must not stop the relay (stone ignores it too)
     }
@@ -98,17 +114,24 @@ export class StoneLog {
   /** Logs an event if stone would at this -d level and dump mode. */
   event(e: StoneEvent, dumpMode = 0): void {
     if (!stoneLogs(e, { debug: this.debug, dumpMode })) return;
-    this.write(this.logFd, eventLine(timevalNow(), this.threadId, e));
+    if (this.json) this.write(this.logFd, jsonEventLine(timevalNow(), this.pid, e));
+    else this.write(this.logFd, eventLine(timevalNow(), this.threadId, e));
   }
 
   /** A message logged as is (for lines logline.ts has no event for). */
   message(text: string): void {
-    this.write(this.logFd, logLine(linePrefix(timevalNow(), this.threadId), text));
+    if (this.json) this.write(this.logFd, jsonMessageLine(timevalNow(), this.pid, text));
+    else this.write(this.logFd, logLine(linePrefix(timevalNow(), this.threadId), text));
   }
 
   /** Dump lines for bytes written (one stone-sized chunk). */
   dump(head: string, data: Uint8Array, mode: number): void {
     if (data.length === 0) return;
+    if (this.json) {
+      const now = timevalNow();
+      for (const body of dumpBodies(data, mode)) this.write(this.logFd, jsonDumpLine(now, this.pid, head, body));
+      return;
+    }
     const prefix = linePrefix(timevalNow(), this.threadId);
     let out = '';
     for (const line of dumpLines(head, data, mode)) out += `${logLine(prefix, line)}\n`;
@@ -124,23 +147,49 @@ export class StoneLog {
   }
 
   account(e: AccountingEvent): void {
-    if (this.accountingFd !== undefined) this.write(this.accountingFd, accountingLine(e));
+    if (this.accountingFd === undefined) return;
+    this.write(this.accountingFd, this.json ? jsonAccountingLine(timevalNow(), this.pid, e) : accountingLine(e));
   }
 
-  /** `host:port[/ext]` as stone prints an address it knows by number. */
+  /**
+   * `host:port[/ext]` as stone prints an address it knows by number (udp service names when the
+   * extensions say /udp, as stone's NI_DGRAM). Without `hostName`, a name learnt earlier by
+   * addrNamed() is used.
+   */
   addr(host: string, port: number, exts: Iterable<StoneExt> = [], hostName?: string): string {
-    return stoneAddrPort(host, port, { numeric: this.numeric, serviceName: serviceName(port), exts, ...(hostName ? { hostName } : {}) });
+    const list = [...exts];
+    const name = hostName ?? (this.numeric ? undefined : this.names.get(host)?.name);
+    return stoneAddrPort(host, port, { numeric: this.numeric, serviceName: serviceName(port, list.includes('udp') ? 'udp' : 'tcp'), exts: list, ...(name ? { hostName: name } : {}) });
+  }
+
+  /** `unix:PATH[/ext]`: how stone prints a UNIX-socket address (a client's is usually `unix:`). */
+  unix(path: string, exts: Iterable<StoneExt> = []): string {
+    return `unix:${path}${extSuffix(exts)}`;
   }
 
   /** Like addr(), with the reverse-DNS name stone's getnameinfo would find (unless -n). */
   async addrNamed(host: string, port: number, exts: Iterable<StoneExt> = []): Promise<string> {
     if (this.numeric || isLoopbackOrAny(host)) return this.addr(host, port, exts);
+    const known = this.names.get(host);
     let name: string | undefined;
-    try {
-      name = (await dns.reverse(host.replace(/^::ffff:(?=\d+\.)/i, '')))[0];
-    } catch {
-      name = undefined;
+    if (known && known.until > Date.now()) {
+      name = known.name;
+    } else {
+      try {
+        name = (await dns.reverse(host.replace(/^::ffff:(?=\d+\.)/i, '')))[0];
+      } catch {
+        name = undefined;
+      }
+      if (this.names.size >= NAME_CACHE_MAX) this.names.clear();
+      this.names.set(host, { name, until: Date.now() + NAME_TTL_MS });
     }
     return this.addr(host, port, exts, name);
   }
 }
+
+/**
+ * reverse-DNS answers kept: at most this many, each for this long (stone asks the resolver every
+ * time; the cache keeps a busy listener from asking per connection)
+ */
+const NAME_CACHE_MAX = 4096;
+const NAME_TTL_MS = 60_000;

@@ -1,10 +1,12 @@
-// What this engine runs today, checked before anything starts: TCP relay pairs
-// `host:port[/ssl] sport[/ssl] [xhost...]` over IPv4 and IPv6, with -d -p -n -L -a -X -T -A -r
-// -i -N and the -q/-z SSL options (ssl.ts) except crl_check, crl_check_all and lb<n>=, and
-// `host:port/http sport <request>` whose request uses no \a \A \d \D \u \g \U \G escapes.
-// Everything else the grammar accepts (udp, UNIX sockets, proxy, health, identd, http listeners,
-// /proxy, /base, /ident, -b, -B, -I, -D, -o, -g, -t, -l, ...) is refused with
-// WS_STONE_UNSUPPORTED naming the stone or option, never silently ignored.
+// What this engine runs today, checked before anything starts: relays between TCP (IPv4/IPv6),
+// UDP and UNIX sockets in any combination stone 2.4 allows (`host:port[/udp|/ssl]` or a socket
+// path, to `sport[/udp|/ssl]` or a socket path, [xhost...]), with -d -p -n -L -a -X -T -A -r -u
+// -i -N, -b backups and -B balance groups, the -q/-z SSL options (ssl.ts) except crl_check,
+// crl_check_all and lb<n>=, `/ident` listeners, and `host:port/http sport <request>` with every
+// escape but \d \D (SO_ORIGINAL_DST, which Node cannot read).
+// Everything else the grammar accepts (proxy, health, identd, http listeners, /proxy, /base,
+// -I, -D, -o, -g, -t, -l, ...) is refused with WS_STONE_UNSUPPORTED naming the stone or
+// option, never silently ignored.
 // Owns: the list of supported features. Must not: open sockets or log.
 import { WarpstoneError } from '../common/errors.js';
 import { formatPosition } from './tokens.js';
@@ -82,26 +84,20 @@ export function unsupportedFeatures(stone: StoneDefinition): string[] {
   const out: string[] = [];
   const d = stone.destination;
   const l = stone.listener;
+  const udpListener = l.extensions.transport === 'udp';
   if (d.kind === 'http-request') {
-    const values = templateValues(d.request.parts);
-    if (values.length > 0) out.push(`${values.map((v) => `\\${v}`).join(' ')} in a /http request line`);
+    const values = templateValues(d.request.parts).filter((v) => v === 'd' || v === 'D');
+    if (values.length > 0) out.push(`${values.map((v) => `\\${v}`).join(' ')} (the original destination, SO_ORIGINAL_DST) in a /http request line`);
+    if (udpListener) out.push('a /http destination behind a UDP listener');
   } else if (d.kind === 'insert-header') out.push('a /proxy or /mproxy destination');
   else if (d.kind !== 'relay') out.push(`the '${d.kind}' command`);
-  if (d.kind !== 'proxy' && d.kind !== 'health' && d.kind !== 'identd') {
-    if (d.endpoint.kind === 'unix') out.push('a UNIX-socket destination');
-  }
-  if (d.extensions.transport === 'udp') out.push('a UDP destination (/udp)');
   if (d.extensions.ssl && stone.settings.sslClient) out.push(...sslUnsupported(stone.settings.sslClient, 'q'));
+  if (d.extensions.ssl && udpListener) out.push('an /ssl destination behind a UDP listener');
   if (d.extensions.base64) out.push('a base64 destination (/base)');
-  if (l.address.kind === 'unix') out.push('a UNIX-socket listener');
-  else if (l.address.interface !== undefined) out.push(`binding to an interface (%${l.address.interface})`);
-  if (l.extensions.transport === 'udp') out.push('a UDP listener (/udp)');
+  if (l.address.kind === 'inet' && l.address.interface !== undefined) out.push(`binding to an interface (%${l.address.interface})`);
   if (l.extensions.ssl && stone.settings.sslServer) out.push(...sslUnsupported(stone.settings.sslServer, 'z'));
   if (l.extensions.http) out.push('an HTTP-wrapped listener (/http)');
   if (l.extensions.base64) out.push('a base64 listener (/base)');
-  if (l.extensions.ident) out.push('ident lookups (/ident)');
-  if (stone.settings.backups.length > 0) out.push('-b backup rules');
-  if (stone.settings.balanceGroups.length > 0) out.push('-B balance groups');
   if (stone.settings.localBind !== undefined) out.push(`-I ${stone.settings.localBind.text}`);
   return out;
 }
@@ -122,7 +118,9 @@ export function checkSupported(program: StoneProgram): void {
   for (const stone of program.stones) {
     const reasons = unsupportedFeatures(stone);
     if (reasons.length > 0) {
-      throw new StoneUnsupportedError(`${describeStone(stone)}: ${reasons.join(', ')} ${reasons.length === 1 ? 'is' : 'are'} not supported yet by warpstone stone (supported: TCP relays host:port[/ssl] sport[/ssl] [xhost...] and host:port/http sport <request>)`);
+      throw new StoneUnsupportedError(
+        `${describeStone(stone)}: ${reasons.join(', ')} ${reasons.length === 1 ? 'is' : 'are'} not supported yet by warpstone stone (supported: relays between TCP, UDP and UNIX sockets, /ssl on TCP sides, host:port/http sport <request>, -b and -B)`,
+      );
     }
   }
 }

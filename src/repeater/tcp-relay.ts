@@ -16,7 +16,11 @@ import { PLAIN_TCP_ESTABLISHED, PROTO } from './logline.js';
 import { decidePeer, sslInfoLines, type SerialMemory } from './ssl.js';
 import type { StoneLog } from './stone-log.js';
 import { expandTemplate } from './escapes.js';
-import type { EscapedTemplate, SslOptions } from './types.js';
+import type { Address, Route } from './route.js';
+import type { EscapedTemplate, SslOptions, TemplateValue } from './types.js';
+
+/** `\a \A \u \g \U \G` of one client (peer-values.ts), for a /http request line */
+export type TemplateValues = Readonly<Partial<Record<TemplateValue, string>>>;
 
 /** A `/ssl` destination: how to connect and what to check (ssl.ts). */
 export interface PairTls {
@@ -32,11 +36,8 @@ export interface PairTls {
 export interface PairTarget {
   readonly log: StoneLog;
   readonly listenFd: number;
-  readonly host: string;
-  readonly port: number;
-  readonly family: 4 | 6;
-  /** the destination as stone prints it (`127.0.0.1:ssh`) */
-  readonly printed: string;
+  /** picks the destination of each new pair (failover.ts: -b backups, -B groups) */
+  readonly router: { next(): Route };
   readonly xferBytes: number;
   readonly idleMs: number;
   /** `/ssl` destination */
@@ -50,7 +51,8 @@ export interface PairTarget {
 
 interface Side {
   readonly socket: net.Socket;
-  readonly fd: number;
+  /** set once the socket has a descriptor (a connecting socket gets one on the next tick) */
+  fd: number;
   rx: number;
   tx: number;
   loops: number;
@@ -60,11 +62,26 @@ interface Side {
 }
 
 let syntheticFd = 1000;
-/** The descriptor of a socket, as stone prints it; a stand-in when Node has not opened one yet. */
-export function socketFd(socket: net.Socket | net.Server): number {
+/** The descriptor under a socket, or -1 while it has none (or has none of its own, like TLS). */
+function rawFd(socket: net.Socket | net.Server): number {
   const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle;
   const fd = handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : syntheticFd++;
+  return typeof fd === 'number' && fd >= 0 ? fd : -1;
+}
+
+/** The descriptor of a socket, as stone prints it; a stand-in when Node has not opened one yet. */
+export function socketFd(socket: net.Socket | net.Server): number {
+  const fd = rawFd(socket);
+  return fd >= 0 ? fd : syntheticFd++;
+}
+
+/**
+ * Calls `use` with the descriptor of a socket that is connecting: Node opens it on the next tick
+ * for an IP destination (a UNIX socket has one at once), and stone's `connecting to` line names it.
+ */
+export function withConnectFd(socket: net.Socket, use: (fd: number) => void): void {
+  if (rawFd(socket) >= 0) use(rawFd(socket));
+  else process.nextTick(() => use(socketFd(socket)));
 }
 
 export function errnoOf(err: unknown): number {
@@ -78,17 +95,38 @@ export function errnoOf(err: unknown): number {
 /** stone's proto_ohttp_d: the destination speaks through an HTTP request (`/http`) */
 const PROTO_OHTTP_DEST = 0x8000000;
 
+/**
+ * The `established` flags of a pair whose destination is a UNIX socket: connect(2) succeeds at
+ * once, so the client side is still dirty and the destination side is not.
+ */
+const UNIX_ESTABLISHED = {
+  source: PLAIN_TCP_ESTABLISHED.source | PROTO.dirty,
+  dest: PROTO.firstRead | PROTO.firstWrite,
+} as const;
+
 const EPOLLIN = 0x001;
 const EPOLLOUT = 0x004;
 const EPOLLERR = 0x008;
 const EPOLLHUP = 0x010;
 
+/** What the idle sweep and shutdown need of a live pair (TCP, TCP<->UDP, UDP<->TCP). */
+export interface LivePair {
+  /** -T in ms; 0 = never idle */
+  readonly idleMs: number;
+  /** Date.now() of the last byte or datagram either way */
+  readonly lastActivity: number;
+  /** -T expired: log it as stone does and close */
+  idle(): void;
+  /** shutdown: close now */
+  destroy(): void;
+}
+
 /** Live pairs, for the idle sweep and shutdown. */
 export class PairSet {
-  private readonly pairs = new Set<TcpPair>();
+  private readonly pairs = new Set<LivePair>();
   private sweep: NodeJS.Timeout | undefined;
 
-  add(pair: TcpPair): void {
+  add(pair: LivePair): void {
     this.pairs.add(pair);
     if (pair.idleMs > 0 && !this.sweep) {
       this.sweep = setInterval(() => this.checkIdle(), 1000);
@@ -96,7 +134,7 @@ export class PairSet {
     }
   }
 
-  delete(pair: TcpPair): void {
+  delete(pair: LivePair): void {
     this.pairs.delete(pair);
     if (this.pairs.size === 0 && this.sweep) {
       clearInterval(this.sweep);
@@ -119,11 +157,10 @@ export class PairSet {
 }
 
 /** tls.connect() options of a pair; allowHalfOpen reaches the TLSSocket (not in @types/node). */
-function tlsConnectOptions(t: PairTarget, pairTls: PairTls): tls.ConnectionOptions {
+function tlsConnectOptions(address: Address, pairTls: PairTls): tls.ConnectionOptions {
   const options: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
     ...pairTls.options,
-    host: t.host,
-    port: t.port,
+    ...(address.kind === 'unix' ? { path: address.path } : { host: address.host, port: address.port }),
     allowHalfOpen: true,
     // an IP address is not a valid SNI name (RFC 6066); Node warns and drops it
     ...(net.isIP(pairTls.serverName) === 0 ? { servername: pairTls.serverName } : {}),
@@ -131,7 +168,7 @@ function tlsConnectOptions(t: PairTarget, pairTls: PairTls): tls.ConnectionOptio
   return options;
 }
 
-export class TcpPair {
+export class TcpPair implements LivePair {
   readonly idleMs: number;
   lastActivity = Date.now();
   private readonly source: Side;
@@ -147,6 +184,8 @@ export class TcpPair {
     private readonly pairs: PairSet,
     /** `\0`..`\9` of the client's certificate (ssl.ts decidePeer), for a /http request line */
     private readonly matches: readonly (string | undefined)[] = [],
+    /** `\a \A \u \g \U \G` of the client, for a /http request line */
+    private readonly values: TemplateValues = {},
   ) {
     this.idleMs = target.idleMs;
     this.source = { socket: client, fd: clientFd, rx: 0, tx: 0, loops: 0, eof: false, closeLogged: false };
@@ -162,12 +201,17 @@ export class TcpPair {
 
   private connect(): void {
     const t = this.target;
+    const route = t.router.next();
+    const a = route.address;
     const socket = t.tls
-      ? tls.connect(tlsConnectOptions(t, t.tls))
-      : net.connect({ host: t.host, port: t.port, family: t.family, allowHalfOpen: true });
-    const dest: Side = { socket, fd: socketFd(socket), rx: 0, tx: 0, loops: 0, eof: false, closeLogged: false };
+      ? tls.connect(tlsConnectOptions(a, t.tls))
+      : net.connect(a.kind === 'unix' ? { path: a.path, allowHalfOpen: true } : { host: a.host, port: a.port, family: a.family, allowHalfOpen: true });
+    const dest: Side = { socket, fd: -1, rx: 0, tx: 0, loops: 0, eof: false, closeLogged: false };
     this.dest = dest;
-    this.log.event({ kind: 'connecting', listenFd: t.listenFd, sourceFd: this.source.fd, destFd: dest.fd, to: t.printed });
+    withConnectFd(socket, (fd) => {
+      dest.fd = fd;
+      this.log.event({ kind: 'connecting', listenFd: t.listenFd, sourceFd: this.source.fd, destFd: dest.fd, to: route.printed });
+    });
     let established = false;
     /** for /ssl: the handshake finished (errors before it are handshake failures) */
     let secured = !t.tls;
@@ -183,12 +227,16 @@ export class TcpPair {
     };
     socket.once('connect', () => {
       established = true;
+      // a UNIX-socket connect completes at once in stone, so its flags differ from TCP's
+      const unix = a.kind === 'unix';
+      const destProto = (unix ? UNIX_ESTABLISHED.dest : PLAIN_TCP_ESTABLISHED.dest) | (t.httpRequest ? PROTO_OHTTP_DEST : 0);
       this.log.event({
         kind: 'established',
         listenFd: t.listenFd,
         sourceFd: this.source.fd,
         destFd: dest.fd,
-        ...(t.httpRequest ? { destProto: PLAIN_TCP_ESTABLISHED.dest | PROTO_OHTTP_DEST } : {}),
+        ...(unix ? { sourceProto: UNIX_ESTABLISHED.source } : {}),
+        ...(destProto !== PLAIN_TCP_ESTABLISHED.dest ? { destProto } : {}),
       });
       if (!t.tls) relay();
     });
@@ -224,7 +272,7 @@ export class TcpPair {
         this.log.event({ kind: 'epoll', fd: dest.fd, epollFd: 4, events: EPOLLOUT | EPOLLERR | EPOLLHUP });
         this.log.event({ kind: 'connectFailed', listenFd: t.listenFd, destFd: dest.fd, errno });
       } else {
-        this.log.event({ kind: 'cantConnect', listenFd: t.listenFd, destFd: dest.fd, errno, to: t.printed });
+        this.log.event({ kind: 'cantConnect', listenFd: t.listenFd, destFd: dest.fd, errno, to: route.printed });
       }
       this.teardown(false);
     });
@@ -264,7 +312,7 @@ export class TcpPair {
    * rest of the reply raw.
    */
   private overHttp(dest: Side, request: EscapedTemplate): void {
-    const text = `${expandTemplate(request, { matches: this.matches })}\r\n\r\n`;
+    const text = `${expandTemplate(request, { matches: this.matches, values: this.values })}\r\n\r\n`;
     dest.tx += Buffer.byteLength(text, 'latin1');
     dest.loops++;
     dest.socket.write(Buffer.from(text, 'latin1'));

@@ -14,6 +14,10 @@ import { join } from 'node:path';
 import { Cleanup, echoServer, exchange, freePort, sha256, tempDir } from '../helpers/harness.ts';
 import { converse, requireProgram, within, type Program } from '../helpers/programs.ts';
 import { normalise } from '../../src/repeater/logline.ts';
+import { parseStoneArguments } from '../../src/repeater/grammar.ts';
+import { startStones } from '../../src/repeater/engine.ts';
+import { StoneUnsupportedError } from '../../src/repeater/support.ts';
+import { stoneEnvironment } from '../../src/cli/stone.ts';
 import { startRepeater, sizedEcho, type Which } from './stone-runner.ts';
 
 
@@ -250,25 +254,31 @@ test('half-close is carried through both ways', async (t) => {
 
 const UNSUPPORTED: [string[], RegExp][] = [
   [['-q', 'crl_check', 'localhost:443/ssl', '8443'], /stone 1 \(argument 3: localhost:443 <- 8443\): -q crl_check is not supported yet/],
-  [['127.0.0.1:53/udp', '5353/udp'], /UDP destination \(\/udp\), a UDP listener \(\/udp\) are not supported yet/],
   [['proxy', '8080'], /stone 1 \(argument 1: proxy <- 8080\): the 'proxy' command is not supported yet/],
   [['health', '8081'], /the 'health' command is not supported yet/],
-  [['127.0.0.1:80', '8082', '--', '/tmp/ws-no-such.sock', '8083'], /stone 2 .*UNIX-socket destination is not supported yet/],
-  [['127.0.0.1:80/http', '8084', 'GET /\\a HTTP/1.0'], /\\a in a \/http request line is not supported yet/],
-  [['-b', '5', '127.0.0.1:80', '127.0.0.1:81', '127.0.0.1:80', '8085'], /-b backup rules is not supported yet/],
+  [['127.0.0.1:80', '8082', '--', '127.0.0.1:80/base', '8083'], /stone 2 .*a base64 destination \(\/base\) is not supported yet/],
+  [['127.0.0.1:80/http', '8084', 'GET /\\D HTTP/1.0'], /\\D \(the original destination, SO_ORIGINAL_DST\) in a \/http request line is not supported yet/],
+  [['-I', '127.0.0.1', '127.0.0.1:80', '8085'], /-I 127\.0\.0\.1 is not supported yet/],
+  [['127.0.0.1:80/ssl', '8087/udp'], /an \/ssl destination behind a UDP listener is not supported yet/],
   [['-D', '127.0.0.1:80', '8086'], /option -D \(become a daemon\) is not supported yet/],
 ];
 
-test('stones outside the first slice are refused at start-up with exit 2, naming the stone', async (t) => {
+test('stones this engine cannot run yet are refused before anything starts, naming the stone; the command exits 2', async (t) => {
   const cleanup = new Cleanup();
   t.after(() => cleanup.run());
   for (const [args, message] of UNSUPPORTED) {
-    const p = startRepeater(cleanup, 'warpstone', args);
-    assert.equal(await p.exited, 2, `${args.join(' ')}: ${p.stderr()}`);
-    assert.match(p.stderr(), /^warpstone stone: /);
-    assert.match(p.stderr(), message);
-    assert.doesNotMatch(p.stderr(), /start \(2\.4\)/, 'nothing started');
+    const parsed = parseStoneArguments(args, stoneEnvironment());
+    assert.equal(parsed.kind, 'program');
+    if (parsed.kind !== 'program') continue;
+    await assert.rejects(startStones(parsed.program), (err: unknown) => err instanceof StoneUnsupportedError && err.code === 'WS_STONE_UNSUPPORTED' && message.test(err.message), args.join(' '));
   }
+  // through the command: exit 2, `warpstone stone: ` and nothing started
+  const [args, message] = UNSUPPORTED[0] as [string[], RegExp];
+  const p = startRepeater(cleanup, 'warpstone', args);
+  assert.equal(await p.exited, 2, `${args.join(' ')}: ${p.stderr()}`);
+  assert.match(p.stderr(), /^warpstone stone: /);
+  assert.match(p.stderr(), message);
+  assert.doesNotMatch(p.stderr(), /start \(2\.4\)/, 'nothing started');
 });
 
 test('grammar errors: `warpstone stone: <message>`, exit 2', async (t) => {

@@ -140,6 +140,13 @@ test('normalise masks time, thread id, descriptors (and lp on request), nothing 
     ['Nov 23 11:28:40 17002[4] 127.0.0.1:42240[127.0.0.1]', '<TIME> 17002[#] 127.0.0.1:42240[127.0.0.1]'],
     ['Nov 23 11:28:25.224090 139784409563200 start (2.4) [8165]', '<TIME> <TID> start (2.4) [8165]'],
     ['Nov 23 11:28:25.224090 start (2.4) [8165]', '<TIME> start (2.4) [8165]'],
+    // the UDP forms; stone's -1 for the client side of a UDP listener is kept
+    ['Nov 23 13:40:05.503315 139902389170240 3 UDP 5: New origin 127.0.0.1:53939/udp', '<TIME> <TID> # UDP #: New origin 127.0.0.1:53939/udp'],
+    ['Nov 23 13:40:17.486095 139884572647488 4 TCP -1: connecting to TCP 8 127.0.0.1:17103', '<TIME> <TID> # TCP -1: connecting to TCP # 127.0.0.1:17103'],
+    ['Nov 23 13:40:17.486379 139884572647488 4 -1>8 00 06', '<TIME> <TID> # -1># 00 06'],
+    ['Nov 23 13:40:17.487045 139884572647488 4 tu-1<8 00 06', '<TIME> <TID> # tu-1<# 00 06'],
+    ['Nov 23 13:40:17.486048 139884572647488 stone 4: accepted TCP -1 from 127.0.0.1:44143/udp mode=1', '<TIME> <TID> stone #: accepted TCP -1 from 127.0.0.1:44143/udp mode=1'],
+    ['Nov 23 13:40:17.486048 139884572647488 3 TCP6>UDP7: sendto failed err=90: to 127.0.0.1:5/udp', '<TIME> <TID> # TCP#>UDP#: sendto failed err=90: to 127.0.0.1:5/udp'],
   ];
   for (const [line, want] of cases) assert.equal(normalise(line), want, line);
   assert.equal(normalise('Nov 23 11:28:27.865132 140552879386688 3 TCP 6: close tx:13 rx:13 lp:4', { loops: true }), '<TIME> <TID> # TCP #: close tx:13 rx:13 lp:#');

@@ -42,3 +42,23 @@ export async function sizedEcho(cleanup: Cleanup): Promise<{ port: number; expec
   );
   return { port: (server.address() as net.AddressInfo).port, expect: (size) => sizes.push(size) };
 }
+
+/** Waits until `count` listener lines (`stone N: DST <- SRC`) were logged. */
+export async function waitListening(p: Program, count: number, log: () => string = () => p.stderr()): Promise<void> {
+  await p.waitUntil(() => (log().match(/ <- \S+$/gm) ?? []).length >= count, `${count} listener line(s)`, 20_000);
+}
+
+/** SIGTERM, then the exit code (stone exits 1, warpstone 0). */
+export async function stopRepeater(p: Program): Promise<number | string> {
+  p.child.kill('SIGTERM');
+  return p.exited;
+}
+
+/** Polls `check` every 20 ms until it holds, failing after `timeoutMs` with `what`. */
+export async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
