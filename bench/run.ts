@@ -1,10 +1,13 @@
 // `npm run bench`: builds warpstone, starts every peer (direct, warpstone, the ssh chain, stone
 // SSL pairs) on loopback, measures idle-stream memory, round trips, connection rate and
-// throughput through each of them in one run, then writes the results section of
-// docs/BENCHMARKS.md (and bench/out/results.json) and prints it. Every process and temporary
-// file is removed at the end, on failure and on Ctrl-C too.
-// Flags: --quick (short runs), --no-build, --keep (keep logs), --only idle,rtt,conn,tput (some
-// phases), --root DIR (measure another checkout), --doc FILE (where to write the results).
+// throughput through each of them in one run, and the database relay against direct database
+// access (phase db, db-phase.ts), then writes the results sections of docs/BENCHMARKS.md (and
+// bench/out/results.json) and prints them. Every process and temporary file is removed at the
+// end, on failure and on Ctrl-C too.
+// Flags: --quick (short runs), --no-build, --keep (keep logs), --only idle,rtt,conn,tput,db (some
+// phases), --root DIR (measure another checkout), --doc FILE (where to write the results). The
+// doc has one block for the forwarding phases and one for db; a run rewrites the blocks of the
+// phases it ran and leaves the other alone.
 // Owns: the order of the run and cleanup. Must not: hold measurement or rendering logic.
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +22,9 @@ import { startStonePair, stoneMaterial } from './stone-peer.ts';
 import { iperfArgs } from './iperf.ts';
 import { idleStreams, roundTrips, connectionRate, throughput, say } from './phases.ts';
 import { checkTools, machineFacts } from './sysinfo.ts';
-import { renderResults, writeDoc } from './report.ts';
+import { renderResults, writeDoc, writeDbDoc } from './report.ts';
+import { renderDbResults } from './db-report.ts';
+import { databaseRelayPhase } from './db-phase.ts';
 import type { Peer } from './peer.ts';
 import type { BenchSettings, Results } from './results.ts';
 
@@ -37,8 +42,11 @@ interface Options {
   only: Set<Phase>;
 }
 
-const PHASES = ['idle', 'rtt', 'conn', 'tput'] as const;
+const PHASES = ['idle', 'rtt', 'conn', 'tput', 'db'] as const;
 type Phase = (typeof PHASES)[number];
+/** the phases measured through the forwarding peers (direct, warpstone, ssh chain, stone) */
+const FORWARDING_PHASES: readonly Phase[] = ['idle', 'rtt', 'conn', 'tput'];
+const runsForwarding = (only: Set<Phase>): boolean => FORWARDING_PHASES.some((p) => only.has(p));
 
 function parsePhases(list: string): Set<Phase> {
   const phases = list.split(',').map((p) => p.trim());
@@ -57,15 +65,18 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--only') opts.only = parsePhases(argv[++i] ?? '');
     else if (a === '--root') opts.root = resolve(argv[++i] ?? '.');
     else if (a === '--doc') opts.doc = resolve(argv[++i] ?? 'BENCHMARKS.md');
-    else throw new Error(`unknown argument '${a ?? ''}'; flags: --quick --no-build --keep --only idle,rtt,conn,tput --root DIR --doc FILE`);
+    else throw new Error(`unknown argument '${a ?? ''}'; flags: --quick --no-build --keep --only idle,rtt,conn,tput,db --root DIR --doc FILE`);
   }
   return opts;
 }
 
+const DB_QUICK = { dbRounds: 1, pgbenchSeconds: 2, mysqlslapQueries: 40_000, dbSetupCycles: 50, dbClients: 4 };
+const DB_FULL = { dbRounds: 3, pgbenchSeconds: 5, mysqlslapQueries: 200_000, dbSetupCycles: 200, dbClients: 4 };
+
 function settingsFor(quick: boolean): BenchSettings {
   return quick
-    ? { rounds: 1, rttRounds: 1, iperfSeconds: 2, rttCount: 500, rttSize: 64, connWorkers: 64, connSeconds: 2, idleStreams: 1000 }
-    : { rounds: 2, rttRounds: 5, iperfSeconds: 3, rttCount: 2000, rttSize: 64, connWorkers: 64, connSeconds: 3, idleStreams: 5000 };
+    ? { rounds: 1, rttRounds: 1, iperfSeconds: 2, rttCount: 500, rttSize: 64, connWorkers: 64, connSeconds: 2, idleStreams: 1000, ...DB_QUICK }
+    : { rounds: 2, rttRounds: 5, iperfSeconds: 3, rttCount: 2000, rttSize: 64, connWorkers: 64, connSeconds: 3, idleStreams: 5000, ...DB_FULL };
 }
 
 async function build(root: string, warnings: string[]): Promise<void> {
@@ -94,6 +105,20 @@ function linkDrops(procs: Procs, ws: WarpstonePeer): string[] {
 }
 
 async function measureAll(procs: Procs, opts: Options, dir: string, results: Results): Promise<void> {
+  if (runsForwarding(opts.only)) await measureForwarding(procs, opts, dir, results);
+  if (opts.only.has('db')) {
+    results.db = await databaseRelayPhase(procs, {
+      root: opts.root,
+      benchDir: BENCH_DIR,
+      dir,
+      settings: results.settings,
+      commit: results.machine.commit,
+      addCleanup: (task) => cleanupTasks.push(task),
+    });
+  }
+}
+
+async function measureForwarding(procs: Procs, opts: Options, dir: string, results: Results): Promise<void> {
   const s = results.settings;
   const services: Services = await startServices(procs, BENCH_DIR, REPO);
   const direct: Peer = {
@@ -139,7 +164,7 @@ async function measureAll(procs: Procs, opts: Options, dir: string, results: Res
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const startedAt = Date.now();
-  await checkTools();
+  if (runsForwarding(opts.only)) await checkTools();
   const results: Results = {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     durationS: 0,
@@ -183,12 +208,21 @@ async function main(): Promise<void> {
     await cleanup();
   }
   results.durationS = (Date.now() - startedAt) / 1000;
-  const section = renderResults(results);
-  writeDoc(opts.doc, section);
+  const printed: string[] = [];
+  if (runsForwarding(opts.only)) {
+    const section = renderResults(results);
+    writeDoc(opts.doc, section);
+    printed.push(section);
+  }
+  if (results.db) {
+    const section = renderDbResults(results.db, results.machine);
+    writeDbDoc(opts.doc, section);
+    printed.push(section);
+  }
   const outDir = join(BENCH_DIR, 'out');
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'results.json'), JSON.stringify(results, null, 2) + '\n');
-  process.stdout.write(section);
+  process.stdout.write(printed.join('\n'));
   say(`wrote ${opts.doc} and ${join(outDir, 'results.json')}`);
 }
 
