@@ -6,6 +6,8 @@ import { homePaths } from '../common/home.js';
 import { fetchStatus, type RelayStatus } from '../relay/admin.js';
 import { withStore } from './shared.js';
 import { errorMessage } from '../common/errors.js';
+import { formatRate, formatSize } from '../guard/shaper-units.js';
+import type { TargetHealthRecord } from '../store/ops-store.js';
 
 function table(rows: string[][]): string {
   if (rows.length === 0) return '';
@@ -13,17 +15,50 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n';
 }
 
-export function formatStatus(s: RelayStatus): string {
+/** "up since 12:00:03Z" / "down: connection refused" for a tunnel, from the agent's checks. */
+function healthText(tunnel: string, agent: string, health: readonly TargetHealthRecord[]): string {
+  const h = health.find((r) => r.tunnel === tunnel && r.agent === agent);
+  if (!h) return '-';
+  return h.state === 'up' ? `up since ${h.since.toISOString()}` : `DOWN since ${h.since.toISOString()}: ${h.detail}`;
+}
+
+/** Credits and rates of each bandwidth limit, so a burst is never mistaken for capacity. */
+function shapingTable(s: RelayStatus): string {
+  const buckets = s.shaping ?? [];
+  if (buckets.length === 0) return '';
+  return (
+    `\nbandwidth limits (${buckets.length})\n` +
+    table([
+      ['LIMIT', 'STATE', 'NOW ALLOWED', 'MEASURED', 'BASELINE', 'MAX', 'CREDITS', 'STREAMS'],
+      ...buckets.map((b) => [
+        `${b.scope} ${b.name}`,
+        b.exhausted ? `${b.state} (credits exhausted)` : b.state,
+        formatRate(b.allowedBytesPerSecond),
+        formatRate(b.measuredBytesPerSecond),
+        formatRate(b.baselineBytesPerSecond),
+        formatRate(b.maxBytesPerSecond),
+        b.creditCapBytes > 0 ? `${formatSize(b.credits)} of ${formatSize(b.creditCapBytes)}` : '-',
+        String(b.streams),
+      ]),
+    ])
+  );
+}
+
+export function formatStatus(s: RelayStatus, health: readonly TargetHealthRecord[] = []): string {
   let out = `relay pid ${s.relay.pid}, up since ${s.relay.startedAt}, listening on ${s.relay.listen.join(', ')}\n\n`;
   out += `agents (${s.agents.length} connected)\n`;
   out += table([['NAME', 'FROM', 'CONNECTED SINCE', 'TUNNELS', 'STREAMS'], ...s.agents.map((a) => [a.name, a.address, a.connectedSince, a.tunnels.join(','), String(a.streams)])]);
   out += `\ntunnels (${s.tunnels.filter((t) => t.online).length} of ${s.tunnels.length} online)\n`;
-  out += table([['TUNNEL', 'STATE', 'AGENT', 'PORT', 'LAST SEEN'], ...s.tunnels.map((t) => [t.name, t.online ? 'online' : 'offline', t.agent, String(t.port), t.lastSeen])]);
+  out += table([
+    ['TUNNEL', 'STATE', 'AGENT', 'PORT', 'LAST SEEN', 'TARGET HEALTH'],
+    ...s.tunnels.map((t) => [t.name, t.online ? 'online' : 'offline', t.agent, String(t.port), t.lastSeen, healthText(t.name, t.agent, health)]),
+  ]);
   out += `\nstreams (${s.streams.length} live)\n`;
   out += table([
     ['ID', 'USER', 'TUNNEL', 'FROM', 'VIA', 'OPENED', 'BYTES IN', 'BYTES OUT'],
     ...s.streams.map((st) => [String(st.id), st.user, st.tunnel, st.source, st.via, st.openedAt, String(st.bytesIn), String(st.bytesOut)]),
   ]);
+  out += shapingTable(s);
   return out;
 }
 
@@ -45,8 +80,10 @@ export function register(program: Command): void {
       } else {
         why = `no admin socket at ${paths.adminSocket}`;
       }
+      // target health lives in the store (the relay records each change), running relay or not
+      const health = await withStore(opts.home, (store) => store.listTargetHealth()).catch(() => [] as TargetHealthRecord[]);
       if (status) {
-        process.stdout.write(opts.json ? JSON.stringify(status, null, 2) + '\n' : formatStatus(status));
+        process.stdout.write(opts.json ? JSON.stringify({ ...status, health }, null, 2) + '\n' : formatStatus(status, health));
         return;
       }
       const tunnels = await withStore(opts.home, (store) => store.listTunnels());
@@ -57,9 +94,9 @@ export function register(program: Command): void {
         streams: [],
       };
       if (opts.json) {
-        process.stdout.write(JSON.stringify({ running: false, reason: why, ...offline }, null, 2) + '\n');
+        process.stdout.write(JSON.stringify({ running: false, reason: why, ...offline, health }, null, 2) + '\n');
         return;
       }
-      process.stdout.write(`relay is not running (${why}); what the store remembers:\n\n` + formatStatus(offline).split('\n').slice(2).join('\n'));
+      process.stdout.write(`relay is not running (${why}); what the store remembers:\n\n` + formatStatus(offline, health).split('\n').slice(2).join('\n'));
     });
 }
