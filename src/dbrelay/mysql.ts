@@ -294,6 +294,12 @@ export interface HandshakeResponse {
   authPluginName: string | undefined;
   /** connection attributes in order (`_client_name`, `program_name`, …) */
   attributes: Array<[string, string]> | undefined;
+  /**
+   * What could not be read after the user name (auth data, attributes). The user is known
+   * anyway: the server authenticates that name whatever follows, so a malformed tail must never
+   * turn a readable user into "unparsable" (which the default policy logs and allows).
+   */
+  problem?: string;
 }
 
 export type ClientResult =
@@ -336,29 +342,7 @@ export function parseClientPayload(payload: Buffer): PayloadVerdict {
     const mariadbCapabilities = capabilities & CLIENT.LONG_PASSWORD ? 0 : filler.readUInt32LE(19);
     const userBytes = c.cstring();
     if (userBytes === undefined) return { kind: 'invalid', reason: 'user name is not NUL-terminated' };
-    let authResponse: Buffer | undefined;
-    if (capabilities & CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA) {
-      const n = c.lenenc();
-      if (n === 'bad') return { kind: 'invalid', reason: 'bad length-encoded auth data length' };
-      authResponse = n === undefined ? undefined : c.bytes(n);
-    } else if (capabilities & CLIENT.SECURE_CONNECTION) {
-      const n = c.u8();
-      authResponse = n === undefined ? undefined : c.bytes(n);
-    } else {
-      authResponse = c.cstring();
-    }
-    if (authResponse === undefined) return { kind: 'invalid', reason: 'auth data runs past the end of the packet' };
-    // Trailing fields may be left out by old clients even when flagged; servers accept that.
-    let database: string | undefined;
-    if (capabilities & CLIENT.CONNECT_WITH_DB && c.left > 0) database = text(c.cstringOrEof());
-    let authPluginName: string | undefined;
-    if (capabilities & CLIENT.PLUGIN_AUTH && c.left > 0) authPluginName = text(c.cstringOrEof());
-    let attributes: Array<[string, string]> | undefined;
-    if (capabilities & CLIENT.CONNECT_ATTRS && c.left > 0) {
-      const parsed = parseAttributes(c);
-      if (typeof parsed === 'string') return { kind: 'invalid', reason: parsed };
-      attributes = parsed;
-    }
+    const tail = parseTail41(c, capabilities);
     return {
       kind: 'response',
       response: {
@@ -369,10 +353,7 @@ export function parseClientPayload(payload: Buffer): PayloadVerdict {
         charset,
         user: text(userBytes),
         userBytes,
-        authResponse,
-        database,
-        authPluginName,
-        attributes,
+        ...tail,
       },
     };
   }
@@ -409,6 +390,37 @@ export function parseClientPayload(payload: Buffer): PayloadVerdict {
       attributes: undefined,
     },
   };
+}
+
+type Tail41 = Pick<HandshakeResponse, 'authResponse' | 'database' | 'authPluginName' | 'attributes' | 'problem'>;
+
+/** The fields after the user name of a HandshakeResponse41; a malformed one is a `problem`. */
+function parseTail41(c: Cursor, capabilities: number): Tail41 {
+  const cut = (problem: string, authResponse = Buffer.alloc(0)): Tail41 => ({ authResponse, database: undefined, authPluginName: undefined, attributes: undefined, problem });
+  let authResponse: Buffer | undefined;
+  if (capabilities & CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA) {
+    const n = c.lenenc();
+    if (n === 'bad') return cut('bad length-encoded auth data length');
+    authResponse = n === undefined ? undefined : c.bytes(n);
+  } else if (capabilities & CLIENT.SECURE_CONNECTION) {
+    const n = c.u8();
+    authResponse = n === undefined ? undefined : c.bytes(n);
+  } else {
+    authResponse = c.cstring();
+  }
+  if (authResponse === undefined) return cut('auth data runs past the end of the packet');
+  // Trailing fields may be left out by old clients even when flagged; servers accept that.
+  let database: string | undefined;
+  if (capabilities & CLIENT.CONNECT_WITH_DB && c.left > 0) database = text(c.cstringOrEof());
+  let authPluginName: string | undefined;
+  if (capabilities & CLIENT.PLUGIN_AUTH && c.left > 0) authPluginName = text(c.cstringOrEof());
+  let attributes: Array<[string, string]> | undefined;
+  if (capabilities & CLIENT.CONNECT_ATTRS && c.left > 0) {
+    const parsed = parseAttributes(c);
+    if (typeof parsed === 'string') return { authResponse, database, authPluginName, attributes: undefined, problem: parsed };
+    attributes = parsed;
+  }
+  return { authResponse, database, authPluginName, attributes };
 }
 
 function parseAttributes(c: Cursor): Array<[string, string]> | string {
