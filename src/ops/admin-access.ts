@@ -140,6 +140,13 @@ export class AdminAccess {
       staleCookie = true;
     }
 
+    // A request relayed by a reverse proxy on this host arrives from loopback on behalf of anyone:
+    // headers that say it was forwarded take the loopback trust away (nginx, Caddy, HAProxy and
+    // Apache add one of them by default or in every documented setup).
+    const forwarded = req.headers.forwarded !== undefined || req.headers['x-forwarded-for'] !== undefined || req.headers['x-real-ip'] !== undefined || req.headers.via !== undefined;
+    if (this.isTrustedSource(source) && forwarded) {
+      return { ok: false, status: 401, reason: 'this request was forwarded by a proxy: an admin token is required', clearCookie: staleCookie };
+    }
     if (this.isTrustedSource(source)) {
       if (!this.hostAllowed(req.headers.host)) {
         return {

@@ -272,6 +272,8 @@ export class AdminHttp {
     // No credentials needed: liveness, readiness, the login form and static files.
     if (path === '/healthz') return this.onlyGet(method, () => this.text(res, 200, 'ok\n'));
     if (path === '/readyz') return this.onlyGet(method, () => this.readyz(res));
+    // Browsers ask for it on their own; an empty answer keeps a 404 out of their consoles.
+    if (path === '/favicon.ico') return this.onlyGet(method, () => this.send(res, 204, 'image/x-icon', Buffer.alloc(0), { 'cache-control': 'private, max-age=86400' }));
     const file = this.staticFiles.get(path);
     if (file) {
       return this.onlyGet(method, () => {

@@ -83,6 +83,10 @@ test('the dashboard shows the agent and the tunnel, and its I/O graph moves', { 
     if (msg.type() === 'error') problems.push(`console: ${msg.text()}`);
   });
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  // which URL failed, when the console only says "Failed to load resource"
+  page.on('response', (r) => {
+    if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`);
+  });
 
   const response = await page.goto(url, { waitUntil: 'load' });
   assert.equal(response?.status(), 200);
