@@ -231,7 +231,14 @@ export class AgentHub {
     const known = await this.store.listTargetHealth().catch(() => []);
     const initial = new Map(known.filter((h) => h.agent === agent).map((h) => [h.tunnel, h.state] as const));
     if (link.closed) return;
-    link.health = new HealthPoller(link.session, agent, HEALTH_POLL_MS, (change) => this.targetHealthChanged(change), { log: this.log, initial });
+    // An agent reports only on the tunnels it registered: anything else would let it write health
+    // rows, metrics and alerts for names it does not serve (and grow them without bound).
+    const registered = new Set(link.tunnels.map((t) => t.name));
+    const onChange = (change: TargetHealthChange): void => {
+      if (registered.has(change.tunnel)) this.targetHealthChanged(change);
+      else this.log.warn({ agent, tunnel: change.tunnel }, 'health report for a tunnel this agent did not register; ignored');
+    };
+    link.health = new HealthPoller(link.session, agent, HEALTH_POLL_MS, onChange, { log: this.log, initial });
   }
 
   private targetHealthChanged(c: TargetHealthChange): void {

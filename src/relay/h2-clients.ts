@@ -152,6 +152,18 @@ export class H2ClientGateway {
     }
   }
 
+  /** Closes the sessions of sources banned after they connected (a ban must not spare them). */
+  bannedSessions(isBanned: (remoteAddress: string | undefined) => boolean): number {
+    let closed = 0;
+    for (const session of this.sessions) {
+      if (isBanned(session.socket?.remoteAddress)) {
+        session.destroy();
+        closed += 1;
+      }
+    }
+    return closed;
+  }
+
   closeAll(): void {
     for (const session of this.sessions) session.close();
   }

@@ -98,6 +98,9 @@ export class Relay implements OpsView {
     this.h2Clients = new H2ClientGateway(this.gateway, this.log.child({ part: 'clients' }));
     this.textClients = new TextClientGateway(this.gateway, this.log.child({ part: 'clients' }));
     this.policy.onChange(() => this.enforceRevocations());
+    // A ban also ends what the source already holds: an authenticated client enumerating tunnel
+    // names on one long-lived session would otherwise go on after crossing maxretry.
+    this.events.on('ban-issued', (ban) => this.enforceBans(ban.address));
     // Limit changes bump the same revision as grants and revocations.
     this.policy.onChange(() => void this.reloadLimits());
   }
@@ -319,6 +322,14 @@ export class Relay implements OpsView {
     this.h2Clients.revokedSessions(revoked);
     this.textClients.revokedSockets(revoked);
     if (streams + agents > 0) this.log.info({ streams, agents }, 'closed what revoked certificates held');
+  }
+
+  private enforceBans(prefix: string): void {
+    const admission = this.options.admission;
+    if (!admission) return;
+    const isBanned = (address: string | undefined): boolean => admission.isBanned(address);
+    const closed = this.h2Clients.bannedSessions(isBanned) + this.textClients.bannedSockets(isBanned);
+    if (closed > 0) this.log.info({ prefix, connections: closed }, 'closed the connections of a banned source');
   }
 
   /** For tests: apply store changes now instead of at the next poll. */

@@ -89,6 +89,18 @@ export class TextClientGateway {
     }
   }
 
+  /** Closes the connections of sources banned after they connected. */
+  bannedSockets(isBanned: (remoteAddress: string | undefined) => boolean): number {
+    let closed = 0;
+    for (const socket of this.sockets.keys()) {
+      if (isBanned(socket.remoteAddress)) {
+        socket.destroy();
+        closed += 1;
+      }
+    }
+    return closed;
+  }
+
   closeAll(): void {
     for (const socket of this.sockets.keys()) socket.destroy();
   }

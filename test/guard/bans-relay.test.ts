@@ -8,6 +8,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
+import http2 from 'node:http2';
 import { join } from 'node:path';
 import { Cleanup, makeHome, startWarpstone, runWarpstone, freePort, echoServer, type Home, type Proc } from '../helpers/harness.ts';
 import { waitForLog, logLines, h2EchoRoundTrip, type LogLine } from '../helpers/tls-clients.ts';
@@ -219,4 +220,35 @@ test('relay ban flags are checked before anything starts', async () => {
   const ignore = await runWarpstone(['relay', '--listen', `127.0.0.1:${await freePort()}`, '--ban-ignore', '10.0.0.0/40'], home.env);
   assert.equal(ignore.code, 2);
   assert.match(ignore.stderr, /--ban-ignore: "10.0.0.0\/40" has prefix length '40'/);
+});
+
+test('a ban also closes what the source already holds: an authenticated client enumerating tunnels on one HTTP/2 session is cut off', async () => {
+  const home = await makeHome(cleanup);
+  const userPath = await home.issue('user', 'mallory');
+  const mallory = readIdentityFile(userPath);
+  const port = await freePort('127.0.0.1');
+  const relay = await startRelay(home, port, ['--ban-maxretry', '3', '--ban-findtime', '1m', '--ban-time', '1m']);
+  const raw = net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.3' });
+  const session = http2.connect(`https://127.0.0.1:${port}`, {
+    createConnection: () =>
+      tls.connect({ socket: raw, ca: home.caPem, key: mallory.keyPem, cert: mallory.certPem, ALPNProtocols: ['warpstone/1'], checkServerIdentity: () => undefined }),
+  });
+  session.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+  const statuses: number[] = [];
+  // Every guess is refused (403: not granted, whether or not it exists); the third crosses maxretry, and the relay then ends the session
+  // instead of letting it guess on forever.
+  for (let i = 0; i < 10 && !session.closed && !session.destroyed; i++) {
+    const status = await new Promise<number | undefined>((resolve) => {
+      const stream = session.request({ ':method': 'CONNECT', ':authority': `guess${i}:80` });
+      stream.on('response', (headers) => resolve(Number(headers[':status'])));
+      stream.on('error', () => resolve(undefined));
+      stream.on('close', () => resolve(undefined));
+    });
+    if (status !== undefined) statuses.push(status);
+  }
+  await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('the banned session was not closed within 5 s')), 5_000))]);
+  assert.ok(statuses.length >= 3 && statuses.length < 10, `answers before the cut: ${statuses.join(',')}`);
+  assert.ok(statuses.every((s) => s === 403 || s === 404), statuses.join(','));
+  await waitForLog(relay, (l) => l.msg === 'closed the connections of a banned source' && l.connections === 1, 5_000, 'ban closing the live session');
 });
