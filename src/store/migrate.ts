@@ -16,7 +16,14 @@ async function addColumnIfMissing(db: Kysely<Database>, table: keyof Database & 
   const tables = await db.introspection.getTables();
   const found = tables.find((t) => t.name === table);
   if (!found || found.columns.some((c) => c.name === column)) return;
-  await db.schema.alterTable(table).addColumn(column, type).execute();
+  try {
+    await db.schema.alterTable(table).addColumn(column, type).execute();
+  } catch (err) {
+    // Another process (the relay and a CLI command opening an old store together) may have added
+    // it between our look and our ALTER; only a column that is still missing is an error.
+    const again = (await db.introspection.getTables()).find((t) => t.name === table);
+    if (!again?.columns.some((c) => c.name === column)) throw err;
+  }
 }
 
 async function coreTables(db: Kysely<Database>): Promise<void> {
