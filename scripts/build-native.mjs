@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 
 const result = spawnSync('node-gyp', ['rebuild', '-C', 'native/peercred'], { stdio: ['ignore', 'pipe', 'pipe'], shell: false });
 if (result.status === 0) {
-  process.stdout.write('warpstone: built native/peercred (peer credentials for UNIX sockets)\n');
+  process.stdout.write('warpstone: built native/peercred (UNIX-socket peer credentials; exact TCP socket lookups for identd)\n');
   process.exit(0);
 }
 const why = result.error ? result.error.message : (result.stderr?.toString() ?? '').trim().split('\n').slice(-5).join('\n');

@@ -46,7 +46,7 @@ export function register(program: Command): void {
         dropPrivileges(account, []);
         log.info({ user: account.name, uid: account.uid, gid: account.gid }, 'dropped privileges');
       } else if (runningAsRoot()) {
-        log.warn('running as root; pass --user NAME to drop privileges after binding (reading /proc/net/tcp needs none)');
+        log.warn('running as root; pass --user NAME to drop privileges after binding (netlink sock_diag and /proc/net/tcp need none)');
       }
     });
 }

@@ -1,8 +1,11 @@
 // An honest RFC 1413 (IDENT) server for the TCP connections of this host: for the query
-// `<port here> , <port there>` it finds, in /proc/net/tcp and /proc/net/tcp6, the connection
-// between this host and the asking host with those ports and answers with the login name of the
-// uid that owns its socket (`USERID : UNIX : alice`), or `ERROR : NO-USER`.
-// Owns: the identd listener, query parsing, the /proc/net/tcp* lookup and the reply lines.
+// `<port here> , <port there>` it finds the connection between this host and the asking host
+// with those ports and answers with the login name of the uid that owns its socket
+// (`USERID : UNIX : alice`), or `ERROR : NO-USER`. The connection is looked up by its exact
+// 4-tuple through netlink sock_diag (the native addon; constant time however many sockets the
+// host has); when that is unavailable, /proc/net/tcp and tcp6 are read and searched instead.
+// Owns: the identd listener, query parsing, both owner lookups, the rule of which sockets have an
+// owner, and the reply lines.
 // Must not: answer about connections to other hosts than the asker, make up users, switch
 // privileges (the CLI does) or touch any other state.
 import net from 'node:net';
@@ -12,7 +15,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/log.js';
 import { StateError, errorCode, errorMessage } from '../common/errors.js';
 import { formatHostPort, type HostPort } from '../common/hostport.js';
-import { userName } from './peercred.js';
+import { SockDiagUnavailable, sockDiagFunctions, userName, type SockDiagFunctions, type TcpDiagSocket } from './peercred.js';
 
 export const IDENTD_DEFAULTS = {
   port: 113,
@@ -30,8 +33,10 @@ export interface IdentdOptions {
   idleTimeoutMs?: number;
   maxQueriesPerConnection?: number;
   maxConnections?: number;
-  /** where tcp and tcp6 are read from (tests); default /proc/net */
+  /** where tcp and tcp6 are read from (tests); setting it implies lookup 'proc' */
   procNetDir?: string;
+  /** how sockets are found; default 'auto' (netlink, else /proc/net) */
+  lookup?: LookupMethod;
   /** uid → name; default getent passwd (cached) */
   nameOf?: (uid: number) => string | undefined;
 }
@@ -134,15 +139,33 @@ export interface ConnectionKey {
   remotePort: number;
 }
 
+/** IPv4 bytes → the IPv4-mapped IPv6 form ::ffff:a.b.c.d, as an IPv6 socket carrying IPv4 shows it. */
+function mappedBytes(v4: Buffer): Buffer {
+  return Buffer.concat([Buffer.alloc(10), Buffer.from([0xff, 0xff]), v4]);
+}
+
 /**
- * The uid owning the socket of the TCP connection `key`, or undefined when there is no such
- * connection with an owner. Sockets in TIME_WAIT or orphaned (inode 0) have no owner: their uid
- * column reads 0 and must never be reported as root.
+ * The one rule of which sockets have an owner, shared by both lookups. TIME_WAIT, CLOSE and
+ * LISTEN sockets are not an owned connection, and a socket without inode (orphaned, TIME_WAIT,
+ * a half-open request) has no owner: its uid reads 0 and must never be reported as root.
  */
-export async function findConnectionOwner(key: ConnectionKey, procNetDir = '/proc/net'): Promise<number | undefined> {
+function ownerOf(socket: { state: number; inode: number; uid: number }): number | undefined {
+  if (socket.inode === 0 || socket.state === TCP_TIME_WAIT || socket.state === TCP_CLOSE || socket.state === TCP_LISTEN) return undefined;
+  return socket.uid;
+}
+
+/** Both addresses as 4 bytes (IPv4, mapped folded) or 16 bytes (IPv6); undefined when they cannot name one socket. */
+function keyBytes(key: ConnectionKey): { local: Buffer; remote: Buffer } | undefined {
   const local = addressBytes(key.localAddress);
   const remote = addressBytes(key.remoteAddress);
-  if (!local || !remote) return undefined;
+  // an IPv4 address on one side and IPv6 on the other is no TCP connection; neither lookup could match it
+  if (!local || !remote || local.length !== remote.length) return undefined;
+  return { local, remote };
+}
+
+async function ownerByProc(key: ConnectionKey, procNetDir: string): Promise<number | undefined> {
+  const bytes = keyBytes(key);
+  if (!bytes) return undefined;
   let readable = 0;
   let lastError: unknown;
   for (const file of ['tcp', 'tcp6']) {
@@ -156,15 +179,163 @@ export async function findConnectionOwner(key: ConnectionKey, procNetDir = '/pro
     }
     for (const e of parseProcNetTcp(text)) {
       if (e.localPort !== key.localPort || e.remotePort !== key.remotePort) continue;
-      if (e.inode === 0 || e.state === TCP_TIME_WAIT || e.state === TCP_CLOSE || e.state === TCP_LISTEN) continue;
-      if (!e.remoteAddress.equals(remote) || !e.localAddress.equals(local)) continue;
-      return e.uid;
+      if (!e.remoteAddress.equals(bytes.remote) || !e.localAddress.equals(bytes.local)) continue;
+      const owner = ownerOf(e);
+      if (owner !== undefined) return owner;
+      // a TIME_WAIT row and a live one can share the 4-tuple only in theory; keep looking
     }
   }
   if (readable === 0) {
     throw new StateError(`cannot read ${join(procNetDir, 'tcp')}: ${lastError ? errorMessage(lastError) : 'no such file'}`, 'WS_IDENTD_PROC');
   }
   return undefined;
+}
+
+/** The addon's sock_diag calls after the kernel answered a probe, and whether IPv6 lookups work. */
+interface NetlinkReady {
+  diag: SockDiagFunctions;
+  ipv6: boolean;
+}
+
+/** A failed probe is not repeated for this long (the module may get loaded, the addon built). */
+const NETLINK_RETRY_MS = 60_000;
+let defaultNetlink: { ready: NetlinkReady } | { failed: SockDiagUnavailable; retryAt: number } | undefined;
+
+/**
+ * Loads the sock_diag calls and probes the kernel. The probe matters: without a diag handler
+ * (CONFIG_INET_DIAG off, tcp_diag missing) every exact lookup fails with ENOENT, which reads
+ * exactly like "no such socket" and would turn every answer into NO-USER.
+ */
+function probeNetlink(load: () => SockDiagFunctions): NetlinkReady {
+  const diag = load();
+  try {
+    diag.tcpDiagProbe(4);
+  } catch (err) {
+    throw new SockDiagUnavailable(`the kernel does not answer TCP sock_diag requests (${errorMessage(err)})`, err);
+  }
+  let ipv6 = true;
+  try {
+    diag.tcpDiagProbe(6);
+  } catch {
+    ipv6 = false; // no IPv6 in this kernel: IPv6 keys go to /proc, IPv4 ones need only AF_INET
+  }
+  return { diag, ipv6 };
+}
+
+function netlinkReady(load?: () => SockDiagFunctions): NetlinkReady {
+  if (load) return probeNetlink(load); // a caller's own functions (tests): never cached
+  const now = Date.now();
+  if (defaultNetlink && 'ready' in defaultNetlink) return defaultNetlink.ready;
+  if (defaultNetlink && defaultNetlink.retryAt > now) throw defaultNetlink.failed;
+  try {
+    const ready = probeNetlink(() => sockDiagFunctions());
+    defaultNetlink = { ready };
+    return ready;
+  } catch (err) {
+    const failed = err instanceof SockDiagUnavailable ? err : new SockDiagUnavailable(errorMessage(err), err);
+    defaultNetlink = { failed, retryAt: now + NETLINK_RETRY_MS };
+    throw failed;
+  }
+}
+
+function sameConnection(found: TcpDiagSocket, local: Buffer, localPort: number, remote: Buffer, remotePort: number): boolean {
+  return (
+    found.localPort === localPort &&
+    found.remotePort === remotePort &&
+    canonicalBytes(found.local).equals(local) &&
+    canonicalBytes(found.remote).equals(remote)
+  );
+}
+
+/**
+ * The owner through exact sock_diag lookups, no dump: constant time in the number of sockets.
+ * An IPv4 key is asked as AF_INET and, like the /proc search that folds ::ffff: rows, as
+ * AF_INET6 with the mapped addresses (a dual-stack socket; current kernels find it either way).
+ * The kernel only finds a socket bound to a device (SO_BINDTODEVICE, IPv6 link-local) when asked
+ * with that device's index, so a miss is asked again once per interface.
+ */
+function ownerByNetlink(key: ConnectionKey, ready: NetlinkReady): number | undefined {
+  const bytes = keyBytes(key);
+  if (!bytes) return undefined;
+  const { local, remote } = bytes;
+  const forms: Array<[4 | 6, Buffer, Buffer]> = [];
+  if (local.length === 4) {
+    forms.push([4, local, remote]);
+    if (ready.ipv6) forms.push([6, mappedBytes(local), mappedBytes(remote)]);
+  } else {
+    if (!ready.ipv6) throw new SockDiagUnavailable('the kernel does not answer IPv6 sock_diag requests');
+    forms.push([6, local, remote]);
+  }
+  const ask = (ifindex: number): { owner: number | undefined } | undefined => {
+    for (const [family, l, r] of forms) {
+      const found = ready.diag.tcpDiagLookup(family, l, key.localPort, r, key.remotePort, ifindex);
+      // for an unknown 4-tuple the kernel may answer with the listener of the local port
+      if (found && sameConnection(found, local, key.localPort, remote, key.remotePort)) return { owner: ownerOf(found) };
+    }
+    return undefined;
+  };
+  const unbound = ask(0);
+  if (unbound) return unbound.owner;
+  for (const ifindex of ready.diag.interfaceIndexes()) {
+    const bound = ask(ifindex);
+    if (bound) return bound.owner;
+  }
+  return undefined;
+}
+
+/** Whether the default netlink lookup can be used (probing the kernel once), for the start-up log. */
+export function netlinkStatus(): { usable: true; ipv6: boolean } | { usable: false; reason: string } {
+  try {
+    return { usable: true, ipv6: netlinkReady().ipv6 };
+  } catch (err) {
+    return { usable: false, reason: errorMessage(err) };
+  }
+}
+
+const FALLBACK_WARNING_EVERY_MS = 10 * 60_000;
+
+/** How sockets are found: 'auto' is netlink sock_diag when usable, else /proc/net. */
+export type LookupMethod = 'auto' | 'netlink' | 'proc';
+
+export interface OwnerLookupOptions {
+  /** default 'auto', or 'proc' when procNetDir is given; 'netlink' throws when netlink is unavailable */
+  method?: LookupMethod;
+  /** where tcp and tcp6 are read from; default /proc/net */
+  procNetDir?: string;
+  /** the sock_diag calls to use instead of the native addon's (tests); probed on every lookup */
+  sockDiag?: () => SockDiagFunctions;
+}
+
+export interface OwnerLookup {
+  /** the owning uid, undefined when there is no such connection with an owner */
+  uid: number | undefined;
+  via: 'netlink' | 'proc';
+  /** why 'auto' read /proc/net instead of asking netlink */
+  fallback?: string;
+}
+
+/**
+ * The uid owning the socket of the TCP connection `key`, and how it was found. TIME_WAIT, CLOSE,
+ * LISTEN and orphaned sockets never have an owner (ownerOf). Throws when the method cannot run
+ * ('netlink' unavailable, /proc/net unreadable).
+ */
+export async function lookupConnectionOwner(key: ConnectionKey, options: OwnerLookupOptions = {}): Promise<OwnerLookup> {
+  const method = options.method ?? (options.procNetDir === undefined ? 'auto' : 'proc');
+  const procNetDir = options.procNetDir ?? '/proc/net';
+  if (method === 'proc') return { uid: await ownerByProc(key, procNetDir), via: 'proc' };
+  if (method === 'netlink') return { uid: ownerByNetlink(key, netlinkReady(options.sockDiag)), via: 'netlink' };
+  let fallback: string;
+  try {
+    return { uid: ownerByNetlink(key, netlinkReady(options.sockDiag)), via: 'netlink' };
+  } catch (err) {
+    fallback = errorMessage(err);
+  }
+  return { uid: await ownerByProc(key, procNetDir), via: 'proc', fallback };
+}
+
+/** The uid owning the socket of the TCP connection `key` (see lookupConnectionOwner); a string is a procNetDir. */
+export async function findConnectionOwner(key: ConnectionKey, options: string | OwnerLookupOptions = {}): Promise<number | undefined> {
+  return (await lookupConnectionOwner(key, typeof options === 'string' ? { procNetDir: options } : options)).uid;
 }
 
 /** The pair of one query line, or why it is not one. */
@@ -184,19 +355,39 @@ export class Identd {
   private readonly sockets = new Set<net.Socket>();
   private readonly idleTimeoutMs: number;
   private readonly maxQueries: number;
-  private readonly procNetDir: string;
+  private readonly lookup: OwnerLookupOptions;
   private readonly nameOf: (uid: number) => string | undefined;
+  /** when the last "falling back to /proc/net" warning was logged, and why */
+  private lastFallbackWarning: { reason: string; at: number } | undefined;
   readonly addresses: HostPort[] = [];
 
   constructor(private readonly options: IdentdOptions) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? IDENTD_DEFAULTS.idleTimeoutMs;
     this.maxQueries = options.maxQueriesPerConnection ?? IDENTD_DEFAULTS.maxQueriesPerConnection;
-    this.procNetDir = options.procNetDir ?? '/proc/net';
+    this.lookup = {
+      method: options.lookup ?? (options.procNetDir === undefined ? 'auto' : 'proc'),
+      ...(options.procNetDir === undefined ? {} : { procNetDir: options.procNetDir }),
+    };
     this.nameOf = options.nameOf ?? userName;
   }
 
   async start(): Promise<void> {
     for (const hp of this.options.listen) await this.listen(hp);
+    if (this.lookup.method !== 'proc') {
+      const status = netlinkStatus();
+      if (status.usable) this.options.log.info({ lookup: 'netlink', ipv6: status.ipv6 }, 'identd finds connections with netlink sock_diag');
+      else if (this.lookup.method === 'auto') this.warnFallback(status.reason);
+      else this.options.log.error({ reason: status.reason }, 'identd: netlink sock_diag unavailable; every query will answer UNKNOWN-ERROR');
+    }
+  }
+
+  /** Falling back is correct but slow with many sockets: say so once, then at most every 10 minutes. */
+  private warnFallback(reason: string): void {
+    const now = Date.now();
+    const last = this.lastFallbackWarning;
+    if (last && last.reason === reason && now - last.at < FALLBACK_WARNING_EVERY_MS) return;
+    this.lastFallbackWarning = { reason, at: now };
+    this.options.log.warn({ reason }, 'identd: netlink sock_diag unavailable; reading all of /proc/net/tcp and tcp6 for every query (slow with many sockets)');
   }
 
   private listen(hp: HostPort): Promise<void> {
@@ -330,19 +521,21 @@ export class Identd {
     }
     const pair = `${query.here} , ${query.there}`;
     if (!asker || !local) return `${pair} : ERROR : UNKNOWN-ERROR`;
-    let uid: number | undefined;
+    let found: OwnerLookup;
     try {
-      uid = await findConnectionOwner({ localAddress: local, localPort: query.here, remoteAddress: asker, remotePort: query.there }, this.procNetDir);
+      found = await lookupConnectionOwner({ localAddress: local, localPort: query.here, remoteAddress: asker, remotePort: query.there }, this.lookup);
     } catch (err) {
-      log.error({ err: errorMessage(err) }, 'identd: connection table unreadable');
+      log.error({ err: errorMessage(err), lookup: this.lookup.method }, 'identd: connection table unreadable');
       return `${pair} : ERROR : UNKNOWN-ERROR`;
     }
+    if (found.fallback !== undefined) this.warnFallback(found.fallback);
+    const uid = found.uid;
     if (uid === undefined) {
-      log.info({ query: pair, answer: 'NO-USER' }, 'identd answered');
+      log.info({ query: pair, answer: 'NO-USER', via: found.via }, 'identd answered');
       return `${pair} : ERROR : NO-USER`;
     }
     const name = this.nameOf(uid) ?? String(uid);
-    log.info({ query: pair, uid, answer: name }, 'identd answered');
+    log.info({ query: pair, uid, answer: name, via: found.via }, 'identd answered');
     return `${pair} : USERID : UNIX : ${name}`;
   }
 }

@@ -1,6 +1,7 @@
 // Who is at the other end of a UNIX-domain socket: the peer's pid, uid and gid from the kernel
 // (SO_PEERCRED, Linux), read through the small N-API addon in native/peercred, plus uid → user
-// name through getent (so NSS users from LDAP or sssd resolve too).
+// name through getent (so NSS users from LDAP or sssd resolve too). The same addon also looks up
+// one TCP socket by its 4-tuple (netlink sock_diag); its typed entry point is sockDiagFunctions().
 // Owns: loading the addon, the fd of a net.Socket, uid → name lookups. Must not: make access
 // decisions, open or close sockets, or build the addon itself.
 import { createRequire } from 'node:module';
@@ -21,7 +22,41 @@ export interface Peer extends PeerCredentials {
   user?: string;
 }
 
-export interface PeercredAddon {
+/**
+ * One TCP socket as the kernel's sock_diag reports it. Addresses are in network order: 4 bytes
+ * for family 4, 16 for family 6 (an IPv6 socket carrying IPv4 shows ::ffff:a.b.c.d).
+ */
+export interface TcpDiagSocket {
+  family: 4 | 6;
+  /** the kernel's TCP state: 1 ESTABLISHED ... 6 TIME_WAIT, 7 CLOSE, 10 LISTEN, 12 NEW_SYN_RECV */
+  state: number;
+  /** meaningless (0) when inode is 0: TIME_WAIT, request and orphaned sockets have no owner */
+  uid: number;
+  inode: number;
+  /** the device the socket is bound to, 0 for none */
+  ifindex: number;
+  local: Buffer;
+  localPort: number;
+  remote: Buffer;
+  remotePort: number;
+}
+
+/** The addon's netlink sock_diag calls (native/peercred/peercred.c says what each one does). */
+export interface SockDiagFunctions {
+  /**
+   * The socket with exactly this 4-tuple (and bound to `ifindex`, 0 = unbound), or null when the
+   * kernel has none. The kernel may answer with a listener of the local port instead: callers
+   * compare the 4-tuple. Trust a null only after tcpDiagProbe succeeded.
+   */
+  tcpDiagLookup(family: 4 | 6, local: Buffer, localPort: number, remote: Buffer, remotePort: number, ifindex: number): TcpDiagSocket | null;
+  /** Throws (WS_SOCKDIAG_FAILED, with errno) unless the kernel's diag handler for family/protocol (default TCP) answers. */
+  tcpDiagProbe(family: 4 | 6, protocol?: number): void;
+  /** The interface indexes of this network namespace. */
+  interfaceIndexes(): number[];
+}
+
+/** The functions of an addon built from older source lack the sock_diag ones, hence Partial. */
+export interface PeercredAddon extends Partial<SockDiagFunctions> {
   peerCredentials(fd: number): PeerCredentials;
 }
 
@@ -75,6 +110,28 @@ let addon: PeercredAddon | undefined;
 export function peercredAddon(): PeercredAddon {
   addon ??= loadPeercredAddon();
   return addon;
+}
+
+/** The addon's sock_diag calls cannot be used (no addon, or one built before they existed). */
+export class SockDiagUnavailable extends WarpstoneError {
+  constructor(why: string, cause?: unknown) {
+    super('WS_SOCKDIAG_UNAVAILABLE', `netlink sock_diag lookups are unavailable: ${why}`, { cause });
+  }
+}
+
+/** The sock_diag calls of `loaded` (default: the default addon). Throws SockDiagUnavailable. */
+export function sockDiagFunctions(loaded?: PeercredAddon): SockDiagFunctions {
+  let addonNow: PeercredAddon;
+  try {
+    addonNow = loaded ?? peercredAddon();
+  } catch (err) {
+    throw new SockDiagUnavailable(errorMessage(err), err);
+  }
+  const { tcpDiagLookup, tcpDiagProbe, interfaceIndexes } = addonNow;
+  if (typeof tcpDiagLookup !== 'function' || typeof tcpDiagProbe !== 'function' || typeof interfaceIndexes !== 'function') {
+    throw new SockDiagUnavailable(`the native addon was built from older source without them; rebuild it with 'npm run build:native'`);
+  }
+  return { tcpDiagLookup, tcpDiagProbe, interfaceIndexes };
 }
 
 /**
