@@ -92,7 +92,7 @@ export async function runStone(allArgs: readonly string[]): Promise<number> {
   if (parsed.kind === 'help') {
     process.stderr.write(
       `${NAME}: a stone 2.4 compatible repeater. Usage: warpstone stone <opt>... <stone> [-- <stone>]...\n` +
-        `  <stone>: host:port sport [xhost...] (relays between TCP, UDP and UNIX sockets, /ssl, /http, -b, -B; see 'stone -h ${parsed.topic ?? ''}' for the full grammar)\n`,
+        `  <stone>: host:port sport [xhost...] (relays between TCP, UDP and UNIX sockets, /ssl, /http, /base, /proxy, proxy, health, identd, -b, -B; see 'stone -h ${parsed.topic ?? ''}' for the full grammar)\n`,
     );
     return 1;
   }

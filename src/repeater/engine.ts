@@ -4,13 +4,17 @@
 //   - TCP/UNIX listener to a `/udp` destination, or a `/udp` listener to a stream destination,
 //     with stone's 2-byte framing on the stream side (tcp-to-udp.ts, udp-to-stream.ts);
 //   - `/udp` listener to a `/udp` destination (udp-relay.ts);
+//   - `proxy` (proxy-stone.ts), `health` and `identd` (command-stones.ts) on a stream listener;
+// with `/base`, `/proxy`, `/mproxy` applied per pair (stream-filters.ts) and `sport/http`
+// listeners (tcp-relay.ts),
 // with stone 2.4's xhost decisions, -p/-pp/-ppp dumps, -d/-a/-L/-n logging, -X (dump chunking
 // only), -T idle timeout, -A backlog, -u, -i pid file, -N (check, open the listeners, log them,
 // stop), -b backups / -B balance groups (failover.ts, checked by health.ts), /ident listeners
 // (ident-lookup.ts) and the value escapes of /http request lines (peer-values.ts). Anything else
 // is refused before anything starts (support.ts, WS_STONE_UNSUPPORTED). With `--json` the same
 // lines are written as JSON objects (json-log.ts).
-// Start-up follows stone: `start (2.4) [PID]`, `Debug level: N` (-d), then per stone `LB set:`
+// Start-up follows stone (`stone 3: proxy <- SRC` for commands, whose -dd xhost lines read
+// `using proxy by`, `health check by`, `ident query by`): `start (2.4) [PID]`, `Debug level: N` (-d), then per stone `LB set:`
 // (-dd), its xhost entries at -dd (`stone 3: connecting to DST by ADDR/BITS is permitted`),
 // `stone 3: DST <- SRC`, `master M backup B interval N` (-dd), then `SSL thread nlocks=1` and
 // `MinInterval: N` at -dd. Per client of a stream listener: ident query (/ident), xhost check
@@ -44,8 +48,13 @@ import { UdpToStream } from './udp-to-stream.js';
 import { UnixListenError, listenUnix } from './unix-socket.js';
 import { lookupService } from './services.js';
 import type { Address, Route } from './route.js';
+import { Activity } from './activity.js';
+import { Base64Decoder, Base64Encoder, HeaderInserter, chain, type ByteFilter } from './stream-filters.js';
+import { expandTemplate } from './escapes.js';
+import { serveProxyClient, type ProxyStone, type ResolvedPermit } from './proxy-stone.js';
+import { serveCommandClient, type CommandContext } from './command-stones.js';
 import type { StoneExt } from './logline.js';
-import type { BackupRule, BalanceGroup, HostPortExt, IpAddress, ResolvedXhostEntry, StoneDefinition, StoneProgram, TemplateValue } from './types.js';
+import type { BackupRule, BalanceGroup, HostPortExt, IpAddress, ProxyPermit, ResolvedXhostEntry, StoneDefinition, StoneProgram, TemplateValue } from './types.js';
 
 /** A name or port of a stone cannot be resolved, or its listener cannot be opened. */
 export class StoneStartError extends WarpstoneError {
@@ -111,11 +120,20 @@ function listenerExts(stone: StoneDefinition): StoneExt[] {
   const e = stone.listener.extensions;
   const out: StoneExt[] = [];
   if (e.transport === 'udp') out.push('udp');
+  if (e.http) out.push('http');
   if (e.ssl) out.push('ssl');
   if (e.ipv6) out.push(e.ipOnly ? 'v6only' : 'v6');
+  if (e.base64) out.push('base');
   if (e.blocking) out.push('block');
   if (e.ident) out.push('ident');
+  out.push(...headerExts(stone));
   return out;
+}
+
+/** stone prints its command bits (/proxy, /mproxy) on both sides of a stone */
+function headerExts(stone: StoneDefinition): StoneExt[] {
+  const d = stone.destination;
+  return d.kind === 'insert-header' ? [d.everyRequest ? 'mproxy' : 'proxy'] : [];
 }
 
 function destinationExts(stone: StoneDefinition): StoneExt[] {
@@ -125,19 +143,23 @@ function destinationExts(stone: StoneDefinition): StoneExt[] {
   if (stone.destination.kind === 'http-request') out.push('http');
   if (e.ssl) out.push('ssl');
   if (e.ipv6) out.push(e.ipOnly ? 'v6only' : 'v6');
+  if (e.base64) out.push('base');
   if (e.blocking) out.push('block');
   if (e.noBackup) out.push('nobackup');
+  out.push(...headerExts(stone));
   return out;
 }
 
 /** stone prints a pair's destination with the pair's own extensions only (/http, /base) */
 function connectExts(stone: StoneDefinition): StoneExt[] {
-  return stone.destination.kind === 'http-request' ? ['http'] : [];
+  const out: StoneExt[] = stone.destination.kind === 'http-request' ? ['http'] : [];
+  if (stone.destination.extensions.base64) out.push('base');
+  return [...out, ...headerExts(stone)];
 }
 
 type ListenAddress = { kind: 'inet'; host: string; port: number; family: 4 | 6; ipv6Only: boolean } | { kind: 'unix'; path: string };
 
-type StoneKind = 'stream' | 'stream-to-udp' | 'udp' | 'udp-to-stream';
+type StoneKind = 'stream' | 'stream-to-udp' | 'udp' | 'udp-to-stream' | 'proxy' | 'health' | 'identd';
 
 interface Prepared {
   stone: StoneDefinition;
@@ -156,12 +178,14 @@ const CREDENTIAL_VALUES: readonly TemplateValue[] = ['user-id', 'group-id', 'use
 async function prepareStone(stone: StoneDefinition, lookup: Lookup): Promise<Prepared> {
   const d = stone.destination;
   const l = stone.listener;
-  if ((d.kind !== 'relay' && d.kind !== 'http-request') || (l.address.kind === 'inet' && l.address.interface !== undefined)) {
+  if (l.address.kind === 'inet' && l.address.interface !== undefined) {
     throw new Error('unsupported stone reached the engine');
   }
   const name = describeStone(stone);
   let destination: Address;
-  if (d.endpoint.kind === 'unix') {
+  if (d.kind === 'proxy' || d.kind === 'health' || d.kind === 'identd') {
+    destination = { kind: 'unix', path: '' };
+  } else if (d.endpoint.kind === 'unix') {
     destination = { kind: 'unix', path: d.endpoint.path };
   } else {
     const family = d.extensions.ipv6 ? 6 : 4;
@@ -197,7 +221,7 @@ async function prepareStone(stone: StoneDefinition, lookup: Lookup): Promise<Pre
     const server = stone.settings.sslServer;
     if (l.extensions.ssl && server) listenerTls = { settings: server, context: serverContext(server), memory: { serial: undefined } };
     const client = stone.settings.sslClient;
-    if (d.extensions.ssl && client) {
+    if (d.extensions.ssl && client && d.kind !== 'proxy' && d.kind !== 'health' && d.kind !== 'identd') {
       const host = d.endpoint.kind === 'unix' ? d.endpoint.path : d.endpoint.host;
       destinationTls = { settings: client, options: clientOptions(client), serverName: clientServerName(client, host), memory: { serial: undefined } };
     }
@@ -205,7 +229,7 @@ async function prepareStone(stone: StoneDefinition, lookup: Lookup): Promise<Pre
     if (err instanceof StoneSslError) throw new StoneStartError('WS_STONE_SSL', `${name}: ${err.message}`, err);
     throw err;
   }
-  const values = d.kind === 'http-request' ? valuesUsed(d.request.parts) : new Set<TemplateValue>();
+  const values = d.kind === 'http-request' ? valuesUsed(d.request.parts) : d.kind === 'insert-header' ? valuesUsed(d.header.parts) : new Set<TemplateValue>();
   if (l.address.kind === 'unix' && CREDENTIAL_VALUES.some((v) => values.has(v))) {
     try {
       peercredAddon();
@@ -215,7 +239,8 @@ async function prepareStone(stone: StoneDefinition, lookup: Lookup): Promise<Pre
   }
   const udpIn = l.extensions.transport === 'udp';
   const udpOut = d.extensions.transport === 'udp';
-  const kind: StoneKind = udpIn ? (udpOut ? 'udp' : 'udp-to-stream') : udpOut ? 'stream-to-udp' : 'stream';
+  const kind: StoneKind =
+    d.kind === 'proxy' || d.kind === 'health' || d.kind === 'identd' ? d.kind : udpIn ? (udpOut ? 'udp' : 'udp-to-stream') : udpOut ? 'stream-to-udp' : 'stream';
   const xhostResolver: XhostResolver = (host, family) => lookup(host, family === 'ipv4' ? 4 : family === 'ipv6' ? 6 : 0);
   return { stone, kind, listen, destination, listenerTls, destinationTls, rules: await resolveXhosts(stone.xhosts, xhostResolver), values };
 }
@@ -311,6 +336,63 @@ interface AcceptContext {
   readonly tlsFront: TlsFront | undefined;
   readonly pairTarget: PairTarget;
   readonly datagramTarget: DatagramTarget;
+  readonly command: CommandContext;
+  proxy?: ProxyStone;
+  /** clients of command stones and proxy clients before their pair exists (closed at shutdown) */
+  readonly loose: Set<net.Socket>;
+}
+
+/** stone's -dd xhost line heads: `connecting to DST`, `using proxy`, `health check`, `ident query` */
+const COMMAND_BY: Readonly<Record<'relay' | 'proxy' | 'health' | 'identd', (dst: string) => string>> = {
+  relay: (dst) => `connecting to ${dst}`,
+  proxy: () => 'using proxy',
+  health: () => 'health check',
+  identd: () => 'ident query',
+};
+
+/** The -q set of a proxy stone (for https:// requests), checked at start-up as stone does. */
+function proxySsl(stone: StoneDefinition): ProxyStone['sslClient'] {
+  const settings = stone.settings.sslClient;
+  if (!settings) return undefined;
+  try {
+    return { settings, options: clientOptions(settings) };
+  } catch (err) {
+    if (err instanceof StoneSslError) throw new StoneStartError('WS_STONE_SSL', `${describeStone(stone)}: ${err.message}`, err);
+    throw err;
+  }
+}
+
+/** -x permits: port ranges as numbers, xhost lists resolved (as stone does at start-up). */
+async function resolvePermits(permits: readonly ProxyPermit[], lookup: Lookup, name: string): Promise<ResolvedPermit[]> {
+  const out: ResolvedPermit[] = [];
+  const resolver: XhostResolver = (host, family) => lookup(host, family === 'ipv4' ? 4 : family === 'ipv6' ? 6 : 0);
+  for (const permit of permits) {
+    out.push({
+      permit,
+      ports: permit.ports.map((r) => ({ from: portOf(r.from, 'tcp', `${name}: -x port`), to: portOf(r.to, 'tcp', `${name}: -x port`) })),
+      rules: await resolveXhosts(permit.xhosts, resolver),
+    });
+  }
+  return out;
+}
+
+/** The byte filters of one client's pair: /base on either side, /proxy and /mproxy headers. */
+function pairFilters(stone: StoneDefinition, matches: readonly (string | undefined)[], values: TemplateValues): { toDest?: ByteFilter; toClient?: ByteFilter } {
+  const d = stone.destination;
+  const listenerBase = stone.listener.extensions.base64;
+  const destinationBase = d.extensions.base64;
+  const toDest: ByteFilter[] = [];
+  const toClient: ByteFilter[] = [];
+  if (listenerBase) toDest.push(new Base64Decoder());
+  if (d.kind === 'insert-header') toDest.push(new HeaderInserter(expandTemplate(d.header, { matches, values }), d.everyRequest));
+  if (destinationBase) {
+    toDest.push(new Base64Encoder());
+    toClient.push(new Base64Decoder());
+  }
+  if (listenerBase) toClient.push(new Base64Encoder());
+  const dest = chain(toDest);
+  const client = chain(toClient);
+  return { ...(dest ? { toDest: dest } : {}), ...(client ? { toClient: client } : {}) };
 }
 
 /**
@@ -350,6 +432,10 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
   const monitor = new HealthMonitor([...backups.values()], log, options.checker);
 
   const pairs = new PairSet();
+  const activity = new Activity();
+  const sessions = { count: 0 };
+  const loose = new Set<net.Socket>();
+  const stoneLines: string[] = [];
   const servers: net.Server[] = [];
   const datagramStones: { close(): void }[] = [];
   const listeners: RunningListener[] = [];
@@ -362,11 +448,12 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
       const stone = p.stone;
       const exts = listenerExts(stone);
       const print = (a: Address): string => printKnown(log, a, connectExts(stone));
-      const destinationRoute: Route = { address: p.destination, printed: await printAddress(log, p.destination, connectExts(stone)) };
+      const command = p.kind === 'proxy' || p.kind === 'health' || p.kind === 'identd' ? p.kind : undefined;
+      const destinationRoute: Route = { address: p.destination, printed: command ? command : await printAddress(log, p.destination, connectExts(stone)) };
       const routing = routeStone(
         destinationRoute,
-        stone.settings.balanceGroups.map((grp) => groups.get(grp)).filter((x): x is ResolvedGroup => x !== undefined),
-        stone.settings.backups.map((rule) => backups.get(rule)).filter((x): x is Backup => x !== undefined),
+        command ? [] : stone.settings.balanceGroups.map((grp) => groups.get(grp)).filter((x): x is ResolvedGroup => x !== undefined),
+        command ? [] : stone.settings.backups.map((rule) => backups.get(rule)).filter((x): x is Backup => x !== undefined),
         print,
       );
       if (p.kind === 'udp' && (stone.settings.backups.length > 0 || stone.settings.balanceGroups.length > 0)) {
@@ -410,16 +497,17 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
         servers.push(server);
         listenFd = socketFd(server);
       }
-      const dst = await printAddress(log, p.destination, destinationExts(stone));
+      const dst = command ?? (await printAddress(log, p.destination, destinationExts(stone)));
       const src = p.listen.kind === 'unix' ? log.unix(p.listen.path, exts) : await log.addrNamed(p.listen.host, listenPort, exts);
       if (log.debug > 1) {
         let allow = true;
         for (const rule of p.rules) {
           if (rule.kind === 'toggle') allow = !allow;
-          else log.message(`stone ${listenFd}: connecting to ${dst} by ${ipText(rule.address)}/${rule.prefixLength} is ${allow ? 'permitted' : 'denied'}`);
+          else log.message(`stone ${listenFd}: ${COMMAND_BY[command ?? 'relay'](dst)} by ${ipText(rule.address)}/${rule.prefixLength} is ${allow ? 'permitted' : 'denied'}`);
         }
       }
-      log.event({ kind: 'listen', listenFd, dst, src });
+      log.event({ kind: 'listen', listenFd, dst, src, ...(command ? { command } : {}) });
+      stoneLines.push(command ? `stone ${listenFd}: ${command} <- ${src}` : `stone ${listenFd}: ${dst} <- ${src}`);
       if (log.debug > 1) for (const line of routing.backupLines) log.message(line);
       listeners.push(
         p.listen.kind === 'unix'
@@ -478,9 +566,26 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
           idleMs,
           ...(p.destinationTls ? { tls: p.destinationTls } : {}),
           ...(stone.destination.kind === 'http-request' ? { httpRequest: stone.destination.request } : {}),
+          stonePort: listenPort,
+          activity,
         },
         datagramTarget: { log, listenFd, router, idleMs },
+        command: { log, listenFd, idleMs, pairs, activity, sessions, stoneCount: program.stones.length, stoneLines },
+        loose,
       };
+      if (p.kind === 'proxy' && stone.destination.kind === 'proxy') {
+        const e = stone.destination.extensions;
+        context.proxy = {
+          log,
+          listenFd,
+          family: e.ipOnly ? (e.ipv6 ? 6 : 4) : 0,
+          permits: await resolvePermits(stone.destination.permits, lookup, describeStone(stone)),
+          backups: e.noBackup ? [] : stone.settings.backups.map((rule) => backups.get(rule)).filter((x): x is Backup => x !== undefined),
+          sslClient: proxySsl(stone),
+          pairBase: { log, listenFd, xferBytes: g.transferBufferBytes, idleMs, stonePort: listenPort, activity },
+          lookup: (host, family) => lookup(host, family),
+        };
+      }
       (server as net.Server).on('connection', (client: net.Socket) => {
         client.on('error', () => undefined);
         void accept(client, context).catch(() => client.destroy());
@@ -509,6 +614,7 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
         const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
         for (const u of datagramStones) u.close();
         pairs.destroyAll();
+        for (const s of loose) s.destroy();
         await Promise.all(closed);
       })();
       return closing;
@@ -553,8 +659,18 @@ async function accept(client: net.Socket, c: AcceptContext): Promise<void> {
   }
   if (client.destroyed) return;
   const start = (socket: net.Socket, matches: readonly (string | undefined)[]): void => {
-    if (c.prepared.kind === 'stream-to-udp') new TcpToUdpPair(socket, fd, c.datagramTarget, dumpMode, c.pairs);
-    else new TcpPair(socket, fd, c.pairTarget, dumpMode, c.pairs, matches, values);
+    const kind = c.prepared.kind;
+    if (kind === 'health' || kind === 'identd' || kind === 'proxy') {
+      c.loose.add(socket);
+      socket.once('close', () => c.loose.delete(socket));
+    }
+    if (kind === 'health' || kind === 'identd') serveCommandClient(socket, kind, c.command);
+    else if (kind === 'proxy' && c.proxy) serveProxyClient(socket, fd, c.proxy, dumpMode, c.pairs, pairFilters(c.prepared.stone, matches, values));
+    else if (kind === 'stream-to-udp') new TcpToUdpPair(socket, fd, c.datagramTarget, dumpMode, c.pairs);
+    else {
+      const extras = { ...pairFilters(c.prepared.stone, matches, values), ...(c.prepared.stone.listener.extensions.http ? { httpListener: true } : {}) };
+      new TcpPair(socket, fd, c.pairTarget, dumpMode, c.pairs, matches, values, extras);
+    }
   };
   if (c.tlsFront) c.tlsFront.handshake(client, fd, start);
   else start(client, []);

@@ -15,6 +15,10 @@
 // closed (TLS 1.3 clients see the same in both); without CAfile/CApath Node's bundled roots are
 // trusted (stone's context then trusts nothing); subjects with characters X509_NAME_oneline
 // escapes as \xHH are printed as Node prints them; `shutdown=` and `bugs` are recorded only.
+// crl_check / crl_check_all: CRLs from CAfile=/CApath= (as OpenSSL's store loads them) given to
+// node:tls, which checks every level of the chain for both (stone 2.4 checks only the leaf for
+// both, because it matches `crl_check_all` as `crl_check`); with a CA that signs the peer
+// directly the two are the same. A revoked peer fails like any unverified one.
 // Log lines (stone's wording): `3 TCP 5: SSL_accept lib error:0A000086:SSL routines::certificate
 // verify failed` (any -d level), `[depthN=SUBJECT]` with `verbose`.
 // Owns: building TLS contexts from SslOptions and deciding on a peer. Must not: accept, connect
@@ -88,6 +92,48 @@ function trustAnchors(o: SslOptions): Buffer[] | undefined {
   return out;
 }
 
+const CRL_BLOCK = /-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g;
+
+/**
+ * `crl_check`/`crl_check_all`: the CRLs stone's OpenSSL store would find, i.e. the X509 CRL
+ * blocks of CAfile= and of the files in CApath= (hashed `.rN` files or any other). None at all is
+ * a start-up error: stone would then refuse every peer with "unable to get certificate CRL".
+ */
+function revocationLists(o: SslOptions): string[] {
+  const out: string[] = [];
+  const flag = o.role === 'server' ? 'z' : 'q';
+  const collect = (text: string): void => {
+    for (const m of text.matchAll(CRL_BLOCK)) out.push(m[0]);
+  };
+  if (o.caFile !== undefined) collect(readFile(o.caFile, 'CAfile=', o.role).toString('latin1'));
+  if (o.caPath !== undefined) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(o.caPath).sort();
+    } catch (err) {
+      throw new StoneSslError(`-${flag} CApath=: cannot read the directory ${o.caPath}: ${errorMessage(err)}`, err);
+    }
+    for (const name of names) {
+      try {
+        const path = join(o.caPath, name);
+        if (statSync(path).isFile()) collect(readFileSync(path, 'latin1'));
+      } catch {
+        // unreadable entries are skipped, as OpenSSL's hashed-directory lookup skips them
+      }
+    }
+  }
+  if (out.length === 0) {
+    const where = [o.caFile === undefined ? undefined : `CAfile=${o.caFile}`, o.caPath === undefined ? undefined : `CApath=${o.caPath}`].filter((w) => w !== undefined);
+    const name = o.crlCheck === 'chain' ? 'crl_check_all' : 'crl_check';
+    throw new StoneSslError(
+      where.length === 0
+        ? `-${flag} ${name}: no X509 CRL found: no CAfile= or CApath= given (the CRL PEM goes there, as for stone)`
+        : `-${flag} ${name}: no X509 CRL found in ${where.join(' or ')} (put the CRL PEM there, as for stone)`,
+    );
+  }
+  return out;
+}
+
 /** The node:tls options for one -z/-q set (files read now, at start-up). */
 export function secureContextOptions(o: SslOptions): tls.SecureContextOptions {
   const opts: tls.SecureContextOptions = {};
@@ -99,6 +145,8 @@ export function secureContextOptions(o: SslOptions): tls.SecureContextOptions {
   if (o.sessionIdContext !== undefined) opts.sessionIdContext = o.sessionIdContext.slice(0, 32);
   const ca = trustAnchors(o);
   if (ca) opts.ca = ca;
+  // node:tls checks a given CRL for every certificate of the chain (CRL_CHECK_ALL)
+  if (o.crlCheck !== 'none') opts.crl = revocationLists(o);
   const passphrase = o.passFile === undefined ? undefined : (readFile(o.passFile, 'passfile=', o.role).toString('utf8').split(/\r?\n/)[0] ?? '');
   if (o.pfxFile !== undefined) {
     opts.pfx = readFile(o.pfxFile, 'pfx=', o.role);

@@ -1,12 +1,15 @@
 // What this engine runs today, checked before anything starts: relays between TCP (IPv4/IPv6),
 // UDP and UNIX sockets in any combination stone 2.4 allows (`host:port[/udp|/ssl]` or a socket
 // path, to `sport[/udp|/ssl]` or a socket path, [xhost...]), with -d -p -n -L -a -X -T -A -r -u
-// -i -N, -b backups and -B balance groups, the -q/-z SSL options (ssl.ts) except crl_check,
-// crl_check_all and lb<n>=, `/ident` listeners, and `host:port/http sport <request>` with every
-// escape but \d \D (SO_ORIGINAL_DST, which Node cannot read).
-// Everything else the grammar accepts (proxy, health, identd, http listeners, /proxy, /base,
-// -I, -D, -o, -g, -t, -l, ...) is refused with WS_STONE_UNSUPPORTED naming the stone or
-// option, never silently ignored.
+// -i -N, -b backups and -B balance groups, the -q/-z SSL options (ssl.ts, crl_check and
+// crl_check_all included) except lb<n>=, `/ident` listeners, `host:port/http sport <request>`
+// with every escape but \d \D (SO_ORIGINAL_DST, which Node cannot read), `sport/http`
+// listeners of TCP relays (tcp-relay.ts), `proxy`, `health` and `identd` stones on TCP and
+// UNIX-socket listeners (proxy-stone.ts, command-stones.ts), `host:port/proxy|/mproxy sport
+// <header>` and `/base` on TCP/UNIX sides (stream-filters.ts).
+// Everything else the grammar accepts (lb<n>=, -I, -D, -o, -g, -t, -l, %interface listeners, /http
+// or /base in UDP stones, commands on UDP listeners) is refused with WS_STONE_UNSUPPORTED naming
+// the stone or option, never silently ignored.
 // Owns: the list of supported features. Must not: open sockets or log.
 import { WarpstoneError } from '../common/errors.js';
 import { formatPosition } from './tokens.js';
@@ -74,7 +77,6 @@ function templateValues(parts: readonly TemplatePart[]): string[] {
 /** The -q/-z options of a set that this engine cannot honour yet. */
 function sslUnsupported(o: SslOptions, flag: 'q' | 'z'): string[] {
   const out: string[] = [];
-  if (o.crlCheck !== 'none') out.push(`-${flag} ${o.crlCheck === 'chain' ? 'crl_check_all' : 'crl_check'}`);
   if (o.loadBalance !== undefined) out.push(`-${flag} lb${o.loadBalance.group}=${o.loadBalance.modulus}`);
   return out;
 }
@@ -89,15 +91,18 @@ export function unsupportedFeatures(stone: StoneDefinition): string[] {
     const values = templateValues(d.request.parts).filter((v) => v === 'd' || v === 'D');
     if (values.length > 0) out.push(`${values.map((v) => `\\${v}`).join(' ')} (the original destination, SO_ORIGINAL_DST) in a /http request line`);
     if (udpListener) out.push('a /http destination behind a UDP listener');
-  } else if (d.kind === 'insert-header') out.push('a /proxy or /mproxy destination');
-  else if (d.kind !== 'relay') out.push(`the '${d.kind}' command`);
+  } else if (d.kind === 'insert-header') {
+    if (udpListener) out.push('a /proxy or /mproxy destination behind a UDP listener');
+  } else if (d.kind !== 'relay') {
+    if (udpListener) out.push(`the '${d.kind}' command on a UDP listener`);
+  }
   if (d.extensions.ssl && stone.settings.sslClient) out.push(...sslUnsupported(stone.settings.sslClient, 'q'));
   if (d.extensions.ssl && udpListener) out.push('an /ssl destination behind a UDP listener');
-  if (d.extensions.base64) out.push('a base64 destination (/base)');
+  if (d.extensions.base64 && (udpListener || d.extensions.transport === 'udp')) out.push('a base64 destination (/base) in a UDP stone');
   if (l.address.kind === 'inet' && l.address.interface !== undefined) out.push(`binding to an interface (%${l.address.interface})`);
   if (l.extensions.ssl && stone.settings.sslServer) out.push(...sslUnsupported(stone.settings.sslServer, 'z'));
-  if (l.extensions.http) out.push('an HTTP-wrapped listener (/http)');
-  if (l.extensions.base64) out.push('a base64 listener (/base)');
+  if (l.extensions.http && (udpListener || d.kind !== 'relay' || d.extensions.transport === 'udp')) out.push('an HTTP-wrapped listener (/http) other than in a TCP relay');
+  if (l.extensions.base64 && (udpListener || d.extensions.transport === 'udp')) out.push('a base64 listener (/base) in a UDP stone');
   if (stone.settings.localBind !== undefined) out.push(`-I ${stone.settings.localBind.text}`);
   return out;
 }
@@ -119,7 +124,7 @@ export function checkSupported(program: StoneProgram): void {
     const reasons = unsupportedFeatures(stone);
     if (reasons.length > 0) {
       throw new StoneUnsupportedError(
-        `${describeStone(stone)}: ${reasons.join(', ')} ${reasons.length === 1 ? 'is' : 'are'} not supported yet by warpstone stone (supported: relays between TCP, UDP and UNIX sockets, /ssl on TCP sides, host:port/http sport <request>, -b and -B)`,
+        `${describeStone(stone)}: ${reasons.join(', ')} ${reasons.length === 1 ? 'is' : 'are'} not supported yet by warpstone stone (supported: relays between TCP, UDP and UNIX sockets, /ssl on TCP sides (crl_check too), /base, host:port/http sport <request>, sport/http listeners, /proxy and /mproxy headers, proxy, health and identd stones, -b and -B)`,
       );
     }
   }

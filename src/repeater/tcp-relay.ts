@@ -1,5 +1,8 @@
 // One stone TCP pair: connect to the destination, relay bytes both ways with stone's dump and
-// -ddd log lines, carry a half-close each way, close on idle (-T) or error.
+// -ddd log lines, carry a half-close each way, close on idle (-T) or error. Per pair (PairExtras):
+// byte filters for /base, /proxy, /mproxy (stream-filters.ts), a proxy request already read and
+// CONNECT's `HTTP/1.0 200 OK` (proxy-stone.ts), and the `sport/http` listener handshake (the
+// client's request header dropped, bounded by MAX_HTTP_LISTENER_HEADER, `HTTP/1.0 200 OK` sent).
 // Why not src/common/splice.ts: stone dumps every write cut into -X sized pieces and logs per-side
 // EOF/close lines with byte counts; splice has no hooks for either. This pump reads whatever
 // Node delivers (up to 64 KiB a read) and writes it on at once, so -X never throttles
@@ -18,6 +21,8 @@ import type { StoneLog } from './stone-log.js';
 import { expandTemplate } from './escapes.js';
 import type { Address, Route } from './route.js';
 import type { EscapedTemplate, SslOptions, TemplateValue } from './types.js';
+import type { ByteFilter } from './stream-filters.js';
+import type { Activity } from './activity.js';
 
 /** `\a \A \u \g \U \G` of one client (peer-values.ts), for a /http request line */
 export type TemplateValues = Readonly<Partial<Record<TemplateValue, string>>>;
@@ -47,6 +52,43 @@ export interface PairTarget {
    * the reply header is read and dropped, then the client is read and bytes are relayed raw
    */
   readonly httpRequest?: EscapedTemplate;
+  /** the stone's listening port (what an `identd` stone answers about this pair) */
+  readonly stonePort?: number;
+  /** the health port's clocks (activity.ts) */
+  readonly activity?: Activity;
+}
+
+/** Per-pair additions: proxy requests, `/base`, `/proxy` headers. */
+export interface PairExtras {
+  /** bytes already read from the client and filtered (a rewritten proxy request), sent first */
+  readonly prelude?: Buffer;
+  /** written to the client once the destination is connected (CONNECT's `HTTP/1.0 200 OK`) */
+  readonly clientReply?: Buffer;
+  /** applied to client bytes before they go to the destination */
+  readonly toDest?: ByteFilter;
+  /** applied to destination bytes before they go to the client */
+  readonly toClient?: ByteFilter;
+  /**
+   * stone's message_time note of a proxy request, logged (`HH:MM:SS N NOTE`) when the
+   * destination ends or the pair closes
+   */
+  readonly note?: { readonly clock: number; readonly text: string };
+  /**
+   * `sport/http` listener (stone's proto_ohttp_s): the client's request header is read and
+   * dropped, the client gets `HTTP/1.0 200 OK\r\n\r\n`, then bytes are relayed raw
+   */
+  readonly httpListener?: boolean;
+}
+
+/** The longest request header a `/http` listener reads before giving up on the client. */
+export const MAX_HTTP_LISTENER_HEADER = 65536;
+
+/** An outgoing connection of a pair, for `identd` stones. */
+export interface OutgoingConnection {
+  readonly localPort: number;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly stonePort: number;
 }
 
 interface Side {
@@ -119,6 +161,8 @@ export interface LivePair {
   idle(): void;
   /** shutdown: close now */
   destroy(): void;
+  /** the connection this pair made, if any (identd) */
+  outgoing?(): OutgoingConnection | undefined;
 }
 
 /** Live pairs, for the idle sweep and shutdown. */
@@ -149,6 +193,16 @@ export class PairSet {
 
   get size(): number {
     return this.pairs.size;
+  }
+
+  /** identd: the stone port of a pair connected from local `localPort` to `remote`:`remotePort` */
+  findOutgoing(localPort: number, remoteAddress: string, remotePort: number): number | undefined {
+    const bare = (a: string): string => a.replace(/^::ffff:/, '');
+    for (const pair of this.pairs) {
+      const o = pair.outgoing?.();
+      if (o && o.localPort === localPort && o.remotePort === remotePort && bare(o.remoteAddress) === bare(remoteAddress)) return o.stonePort;
+    }
+    return undefined;
   }
 
   destroyAll(): void {
@@ -186,6 +240,7 @@ export class TcpPair implements LivePair {
     private readonly matches: readonly (string | undefined)[] = [],
     /** `\a \A \u \g \U \G` of the client, for a /http request line */
     private readonly values: TemplateValues = {},
+    private readonly extras: PairExtras = {},
   ) {
     this.idleMs = target.idleMs;
     this.source = { socket: client, fd: clientFd, rx: 0, tx: 0, loops: 0, eof: false, closeLogged: false };
@@ -221,12 +276,19 @@ export class TcpPair implements LivePair {
         this.overHttp(dest, t.httpRequest);
         return;
       }
+      if (this.extras.httpListener) {
+        this.acceptOverHttp(dest);
+        return;
+      }
+      if (this.extras.clientReply) this.forward(dest, this.source, this.dumpHead('<'), this.extras.clientReply, false);
+      if (this.extras.prelude && this.extras.prelude.length > 0) this.forward(this.source, dest, this.dumpHead('>'), this.extras.prelude, false, true);
       this.pump(this.source, dest, '>');
       this.pump(dest, this.source, '<');
       this.source.socket.resume();
     };
     socket.once('connect', () => {
       established = true;
+      t.activity?.established();
       // a UNIX-socket connect completes at once in stone, so its flags differ from TCP's
       const unix = a.kind === 'unix';
       const destProto = (unix ? UNIX_ESTABLISHED.dest : PLAIN_TCP_ESTABLISHED.dest) | (t.httpRequest ? PROTO_OHTTP_DEST : 0);
@@ -285,11 +347,17 @@ export class TcpPair implements LivePair {
   }
 
   /** Writes bytes read from `from` to `to`, with the counts and dump lines stone keeps. */
-  private forward(from: Side, to: Side, head: string, chunk: Buffer, read: boolean): void {
+  private forward(from: Side, to: Side, head: string, raw: Buffer, read: boolean, unfiltered = false): void {
     if (read) {
-      from.rx += chunk.length;
+      from.rx += raw.length;
       from.loops++;
     }
+    this.target.activity?.readWrite();
+    const toClient = to === this.source;
+    const filter = unfiltered ? undefined : toClient ? this.extras.toClient : this.extras.toDest;
+    const chunk = filter ? filter.transform(raw) : raw;
+    if (toClient) this.extras.toDest?.replySeen?.();
+    if (chunk.length === 0) return;
     to.tx += chunk.length;
     to.loops++;
     this.lastActivity = Date.now();
@@ -311,6 +379,55 @@ export class TcpPair implements LivePair {
    * (stone's rmheader: a line break after a line break, `\r` ignored) and drop it, then relay the
    * rest of the reply raw.
    */
+  private acceptOverHttp(dest: Side): void {
+    const source = this.source;
+    let state = 0;
+    let seen = 0;
+    const onEnd = (): void => {
+      // the client ended inside its request header: nothing to relay
+      this.logClose(source);
+      this.logClose(dest);
+      this.teardown(true);
+    };
+    const onHeader = (chunk: Buffer): void => {
+      source.rx += chunk.length;
+      source.loops++;
+      this.lastActivity = Date.now();
+      let end = -1;
+      for (let i = 0; i < chunk.length; i++) {
+        const c = chunk[i];
+        if (c === 0x0d) continue;
+        if (c === 0x0a) {
+          state++;
+          if (state >= 3) {
+            end = i + 1;
+            break;
+          }
+        } else state = 1;
+      }
+      if (end < 0) {
+        seen += chunk.length;
+        if (seen > MAX_HTTP_LISTENER_HEADER) {
+          this.log.message(`${this.target.listenFd} TCP ${source.fd}: request header longer than ${MAX_HTTP_LISTENER_HEADER} bytes, closing`);
+          this.teardown(false);
+        }
+        return;
+      }
+      source.socket.off('data', onHeader);
+      source.socket.off('end', onEnd);
+      source.socket.pause();
+      this.forward(dest, source, this.dumpHead('<'), Buffer.from('HTTP/1.0 200 OK\r\n\r\n', 'latin1'), false, true);
+      const rest = chunk.subarray(end);
+      if (rest.length > 0) this.forward(source, dest, this.dumpHead('>'), rest, false);
+      this.pump(source, dest, '>');
+      this.pump(dest, source, '<');
+      source.socket.resume();
+    };
+    source.socket.on('data', onHeader);
+    source.socket.once('end', onEnd);
+    source.socket.resume();
+  }
+
   private overHttp(dest: Side, request: EscapedTemplate): void {
     const text = `${expandTemplate(request, { matches: this.matches, values: this.values })}\r\n\r\n`;
     dest.tx += Buffer.byteLength(text, 'latin1');
@@ -357,8 +474,25 @@ export class TcpPair implements LivePair {
     this.source.socket.resume();
   }
 
+  private noteLogged = false;
+
+  /** stone's message_time_log of a proxy request */
+  private logNote(): void {
+    const note = this.extras.note;
+    if (!note || this.noteLogged) return;
+    this.noteLogged = true;
+    this.log.event({ kind: 'timeLog', clock: note.clock, now: Date.now() / 1000, text: note.text });
+  }
+
+  outgoing(): OutgoingConnection | undefined {
+    const s = this.dest?.socket;
+    if (!s || this.target.stonePort === undefined || s.localPort === undefined || s.remoteAddress === undefined || s.remotePort === undefined) return undefined;
+    return { localPort: s.localPort, remoteAddress: s.remoteAddress, remotePort: s.remotePort, stonePort: this.target.stonePort };
+  }
+
   private onEof(side: Side, other: Side): void {
     side.eof = true;
+    if (side === this.dest) this.logNote();
     const t = this.target;
     if (!other.eof) {
       // the first side to end: carry the half-close to the other side
@@ -432,6 +566,7 @@ export class TcpPair implements LivePair {
   private teardown(graceful: boolean): void {
     if (this.closed) return;
     this.closed = true;
+    this.logNote();
     this.pairs.delete(this);
     for (const side of [this.source, this.dest]) {
       if (!side) continue;

@@ -181,7 +181,8 @@ test('login with a token sets an HttpOnly SameSite=Strict cookie; logout and rev
 
 test('a request forwarded by a reverse proxy on loopback is not trusted: it needs a token', async () => {
   const { port, store } = await startAdmin();
-  for (const header of [{ 'x-forwarded-for': '203.0.113.9' }, { forwarded: 'for=203.0.113.9' }, { via: '1.1 nginx' }, { 'x-real-ip': '203.0.113.9' }]) {
+  const forwardedHeaders: Array<Record<string, string>> = [{ 'x-forwarded-for': '203.0.113.9' }, { forwarded: 'for=203.0.113.9' }, { via: '1.1 nginx' }, { 'x-real-ip': '203.0.113.9' }];
+  for (const header of forwardedHeaders) {
     const r = await request(port, { path: '/api/status', headers: header });
     assert.equal(r.status, 401, JSON.stringify(header));
     assert.match(r.body, /forwarded by a proxy/);

@@ -310,14 +310,17 @@ test('server certificates: -q verify checks the name (servername= or the host) a
 // ---------------------------------------------------------------------------------------------
 // warpstone only
 
-test('warpstone: SSL options it cannot honour yet are refused (exit 2); unusable key files fail start-up (exit 1)', async (t) => {
+test('warpstone: SSL options it cannot honour yet are refused (exit 2); unusable key files or crl_check without a CRL fail start-up (exit 1)', async (t) => {
   const cleanup = new Cleanup();
   t.after(() => cleanup.run());
   const pki = makePki(cleanup);
   const key = ['-z', `key=${pki.file('server', 'key')}`, '-z', `cert=${pki.file('server', 'pem')}`];
+  const lb = startRepeater(cleanup, 'warpstone', [...key, '-z', 'lb1=2', '127.0.0.1:80', '18443/ssl']);
+  assert.equal(await lb.exited, 2, lb.stderr());
+  assert.match(lb.stderr(), /-z lb1=2 is not supported yet/);
   const crl = startRepeater(cleanup, 'warpstone', [...key, '-z', 'crl_check', '127.0.0.1:80', '18443/ssl']);
-  assert.equal(await crl.exited, 2, crl.stderr());
-  assert.match(crl.stderr(), /-z crl_check is not supported yet/);
+  assert.equal(await crl.exited, 1, crl.stderr());
+  assert.match(crl.stderr(), /-z crl_check: no X509 CRL found: no CAfile= or CApath= given/);
   const missing = startRepeater(cleanup, 'warpstone', ['-z', `key=${join(pki.dir, 'nope.key')}`, '-z', `cert=${pki.file('server', 'pem')}`, '127.0.0.1:80', '18444/ssl']);
   assert.equal(await missing.exited, 1, missing.stderr());
   assert.match(missing.stderr(), /stone 1 .*-z key=: cannot read .*nope\.key/);

@@ -253,10 +253,9 @@ test('half-close is carried through both ways', async (t) => {
 });
 
 const UNSUPPORTED: [string[], RegExp][] = [
-  [['-q', 'crl_check', 'localhost:443/ssl', '8443'], /stone 1 \(argument 3: localhost:443 <- 8443\): -q crl_check is not supported yet/],
-  [['proxy', '8080'], /stone 1 \(argument 1: proxy <- 8080\): the 'proxy' command is not supported yet/],
-  [['health', '8081'], /the 'health' command is not supported yet/],
-  [['127.0.0.1:80', '8082', '--', '127.0.0.1:80/base', '8083'], /stone 2 .*a base64 destination \(\/base\) is not supported yet/],
+  [['-q', 'lb1=2', 'localhost:443/ssl', '8443'], /stone 1 \(argument 3: localhost:443 <- 8443\): -q lb1=2 is not supported yet/],
+  [['proxy', '8080/udp'], /stone 1 \(argument 1: proxy <- 8080\): the 'proxy' command on a UDP listener is not supported yet/],
+  [['127.0.0.1:80', '8082', '--', 'health', '8083/http'], /stone 2 .*an HTTP-wrapped listener \(\/http\) other than in a TCP relay is not supported yet/],
   [['127.0.0.1:80/http', '8084', 'GET /\\D HTTP/1.0'], /\\D \(the original destination, SO_ORIGINAL_DST\) in a \/http request line is not supported yet/],
   [['-I', '127.0.0.1', '127.0.0.1:80', '8085'], /-I 127\.0\.0\.1 is not supported yet/],
   [['127.0.0.1:80/ssl', '8087/udp'], /an \/ssl destination behind a UDP listener is not supported yet/],
