@@ -7,8 +7,9 @@ import type { Command } from 'commander';
 import { createLogger, type Logger } from '../common/log.js';
 import { formatHostPort } from '../common/hostport.js';
 import { UsageError } from '../common/errors.js';
-import { loadDbRelayConfig, type DbRelayConfig, type ListenerConfig } from '../dbrelay/config.js';
+import { loadDbRelayConfig, type DbBanConfig, type DbRelayConfig, type ListenerConfig } from '../dbrelay/config.js';
 import { describeKnownUsers } from '../dbrelay/known-users.js';
+import { formatDuration as formatBanDuration } from '../guard/duration.js';
 import type { DbRelay } from '../dbrelay/server.js';
 import { onShutdown } from './shared.js';
 
@@ -23,6 +24,15 @@ export function formatDuration(ms: number): string {
 function where(listener: ListenerConfig): string {
   switch (listener.kind) {
     case 'tcp':
+      if (listener.identity === 'certificate') {
+        const c = listener.clientCert;
+        return (
+          `on ${formatHostPort(listener.listen)}: identity from the CN of the client certificate sent inside the protocol's TLS upgrade, ` +
+          `verified against ${c.caFile}${c.requiredOu ? ` (role OU=${c.requiredOu} required)` : ''}` +
+          (c.revocationStore ? `, recorded and not revoked in ${c.revocationStore}` : ', revocations not checked') +
+          '; a client that does not start TLS has no identity'
+        );
+      }
       return `on ${formatHostPort(listener.listen)}: identity from IDENT (port ${listener.ident.port}, ${formatDuration(listener.ident.timeoutMs)})`;
     case 'tls':
       return (
@@ -40,6 +50,16 @@ function where(listener: ListenerConfig): string {
     case 'tunnel':
       return `as agent '${listener.identity.name}' of relay ${formatHostPort(listener.relay)}, tunnel '${listener.tunnel}': identity = the warpstone user of each stream`;
   }
+}
+
+/** The `bans:` section in words. */
+function describeBans(bans: DbBanConfig): string {
+  const s = bans.settings;
+  const ignore = s.ignore.size > 0 ? `; never banned: ${s.ignore.toStrings().join(', ')}` : '';
+  return (
+    `${s.maxRetry} failures within ${formatBanDuration(s.findTimeMs)} ban a source (/${s.prefixLengths.v4} IPv4, /${s.prefixLengths.v6} IPv6) ` +
+    `for ${formatBanDuration(s.banTimeMs)}, x${s.increment} per repeat up to ${formatBanDuration(s.maxBanTimeMs)}${ignore}; kept in ${bans.store}, shared with 'warpstone ban' and the relay of that home`
+  );
 }
 
 function describeMapping(mapping: Map<string, string[]>): string {
@@ -69,6 +89,16 @@ export function describeDbRelayConfig(config: DbRelayConfig): string {
     );
     lines.push(`  audit: ${p.audit ? `${p.audit} (one JSON line per decision) and the log` : 'the log only'}`);
     if (l.upstream.transport === 'unix') lines.push('  warning: UNIX-socket upstream allowed by allow_unix_upstream: true; the database must not trust socket peers');
+  }
+  if (config.bans) {
+    const banned = config.listeners.filter((l) => l.kind === 'tcp' || l.kind === 'tls').map((l) => `'${l.name}'`);
+    lines.push(`bans: ${describeBans(config.bans)}`);
+    lines.push(
+      `  counted: refused DB users (mismatch; unknown users when strict) and client certificate problems on ${banned.length > 0 ? banned.join(', ') : 'no listener (only tcp and tls listeners have source addresses)'}; ` +
+        'a banned MySQL client gets ERR 1129 in place of the greeting, a PostgreSQL client FATAL 28000, a TLS-first client is dropped',
+    );
+  } else {
+    lines.push('bans: none (add a bans: section to ban sources after repeated refusals)');
   }
   if (config.user) lines.push(`after creating the sockets, drops privileges to ${config.user.name} (uid ${config.user.uid}, gid ${config.user.gid}) when started as root`);
   else lines.push("no 'user:' set: a relay started as root stays root");

@@ -2,7 +2,9 @@
 // with line numbers, checked by zod, then resolved into one typed object per listener (addresses
 // parsed, durations in ms, certificate and identity files read and checked, accounts looked up).
 // Every problem is a ConfigError naming the file, the line and the field, so `dbrelay check`
-// and the relay itself fail the same way before anything is bound.
+// and the relay itself fail the same way before anything is bound. The optional `bans:` section
+// becomes the guard's BanSettings (same defaults and bounds as the relay's --ban-* flags) and the
+// warpstone home whose store keeps the bans.
 // Owns: the file format and its meaning. Must not: open sockets, query databases or decide policy.
 import { existsSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -13,11 +15,14 @@ import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Document } fro
 import { z } from 'zod';
 import { parseHostPort, type HostPort } from '../common/hostport.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
-import { homePaths } from '../common/home.js';
+import { homePaths, type HomePaths } from '../common/home.js';
 import { lookupAccount, type Account } from '../common/privileges.js';
 import { nameProblem } from '../pki/names.js';
 import { readIdentityFile, splitPem, subjectField, type Identity } from '../pki/pem.js';
 import { IDENT_PORT, IDENT_TIMEOUT_MS } from '../identity/ident.js';
+import { defaultBanSettings, type BanSettings } from '../guard/ban-settings.js';
+import { parseDuration as parseBanDuration } from '../guard/duration.js';
+import { CidrList, parseCidr, type Cidr } from '../guard/prefix.js';
 import type { DbProtocol } from './types.js';
 
 export const DBRELAY_DEFAULTS = {
@@ -75,11 +80,43 @@ interface ListenerCommon {
   policy: ListenerPolicy;
 }
 
-export interface TcpListenerConfig extends ListenerCommon {
+/** How client certificates are verified (a `tls` listener, or `tcp` with `identity: certificate`). */
+export interface ClientCertificateConfig {
+  /** PEM text of the CA certificate(s), read at load time */
+  ca: string;
+  caFile: string;
+  /** the certificate's OU must be this (warpstone CA: 'user'), or any when undefined */
+  requiredOu: string | undefined;
+  /**
+   * The warpstone home's store, when the home's CA is used and the store is there: each
+   * certificate must be recorded in it and not revoked (`warpstone revoke` takes effect here too).
+   */
+  revocationStore: string | undefined;
+}
+
+interface TcpListenerBase extends ListenerCommon {
   kind: 'tcp';
   listen: HostPort;
+}
+
+/** `kind: tcp` (identity: ident, the default): the client host's identd says who it is. */
+export interface TcpIdentListenerConfig extends TcpListenerBase {
+  identity: 'ident';
   ident: { port: number; timeoutMs: number };
 }
+
+/**
+ * `kind: tcp` with `identity: certificate`: the database protocol starts in clear, the client
+ * asks for TLS inside it (MySQL SSLRequest, PostgreSQL SSLRequest or direct TLS), the relay
+ * terminates that TLS (policy.clientTls is always 'terminate'), asks for the client's
+ * certificate, and its CN is the identity.
+ */
+export interface TcpCertificateListenerConfig extends TcpListenerBase {
+  identity: 'certificate';
+  clientCert: ClientCertificateConfig;
+}
+
+export type TcpListenerConfig = TcpIdentListenerConfig | TcpCertificateListenerConfig;
 
 export interface TlsListenerConfig extends ListenerCommon {
   kind: 'tls';
@@ -122,11 +159,21 @@ export interface TunnelListenerConfig extends ListenerCommon {
 
 export type ListenerConfig = TcpListenerConfig | TlsListenerConfig | UnixListenerConfig | PerUserListenerConfig | TunnelListenerConfig;
 
+/** The `bans:` section: automatic bans of TCP and TLS listeners' sources, kept in a warpstone store. */
+export interface DbBanConfig {
+  /** the warpstone home whose store keeps the bans (shared with its relay and `warpstone ban`) */
+  home: string;
+  store: string;
+  settings: BanSettings;
+}
+
 export interface DbRelayConfig {
   file: string;
   /** drop to this account after binding, when started as root */
   user: Account | undefined;
   listeners: ListenerConfig[];
+  /** undefined: no bans (no `bans:` section) */
+  bans: DbBanConfig | undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,10 +205,27 @@ const PolicyFields = {
   audit: z.string().min(1).optional(),
 };
 
+/** A ban duration: the relay's syntax (30s, 10m, 1h, 1d, 1w, 1h30m) or a number of seconds. */
+const BanDuration = z.union([z.number().min(1, 'at least 1 (second)').max(100 * 365 * 86_400, 'at most 100 years'), z.string().min(1)]);
+const BansSchema = z
+  .object({
+    home: z.string().min(1).optional(),
+    maxretry: z.number().int().min(1).max(10_000).optional(),
+    findtime: BanDuration.optional(),
+    bantime: BanDuration.optional(),
+    increment: z.number().min(1).max(100).optional(),
+    maxtime: BanDuration.optional(),
+    ignore: z.array(z.string().min(1)).optional(),
+    prefix_v4: z.number().int().min(8).max(32).optional(),
+    prefix_v6: z.number().int().min(16).max(128).optional(),
+  })
+  .strict();
+
 const TopSchema = z
   .object({
     user: z.string().min(1).optional(),
     home: z.string().min(1).optional(),
+    bans: BansSchema.optional(),
     ...PolicyFields,
     listeners: z.array(z.unknown()).min(1, 'at least one listener is needed'),
   })
@@ -185,7 +249,11 @@ const ListenerSchemas = {
       ...listenerBase,
       kind: z.literal('tcp'),
       listen: z.string().min(1),
+      identity: z.enum(['ident', 'certificate']).optional(),
       ident: z.object({ port: z.number().int().min(1).max(65535).optional(), timeout: Duration.optional() }).strict().optional(),
+      client_ca: z.string().min(1).optional(),
+      client_ou: z.string().min(1).optional(),
+      home: z.string().min(1).optional(),
     })
     .strict(),
   tls: z
@@ -431,7 +499,16 @@ function parseMode(value: string | number): number {
   return typeof value === 'number' ? value : parseInt(value, 8);
 }
 
-function resolvePolicy(top: PolicyInput, own: PolicyInput, at: Located, path: FieldPath): ListenerPolicy {
+interface PolicyOptions {
+  /**
+   * The listener takes its identity from a certificate sent inside TLS (`identity: certificate`):
+   * client_tls must be (and by default is) terminate, and without client_tls_cert the home's
+   * relay.pem is the server certificate.
+   */
+  certificateIdentity?: { defaultCertFile: string };
+}
+
+function resolvePolicy(top: PolicyInput, own: PolicyInput, at: Located, path: FieldPath, options: PolicyOptions = {}): ListenerPolicy {
   // A listener's setting replaces the top-level one as a whole (mappings are not merged).
   const pick = <K extends keyof PolicyInput>(key: K): { value: PolicyInput[K]; where: FieldPath } =>
     own[key] !== undefined ? { value: own[key], where: [...path, key] } : { value: top[key], where: [key] };
@@ -453,21 +530,31 @@ function resolvePolicy(top: PolicyInput, own: PolicyInput, at: Located, path: Fi
   else if (query.value !== undefined) knownUsers = parseQueryUrl(query.value, at, query.where);
 
   const tlsMode = pick('client_tls');
+  const certificateIdentity = options.certificateIdentity;
+  if (certificateIdentity && tlsMode.value === 'refuse') {
+    throw at.error(
+      own.client_tls !== undefined ? tlsMode.where : [...path, 'identity'],
+      'identity: certificate reads the certificate the client sends inside TLS, so client_tls must be terminate for this listener (leave it out: that is the default here)',
+    );
+  }
   let clientTls: ClientTls = { mode: 'refuse' };
-  if (tlsMode.value === 'terminate') {
+  if (tlsMode.value === 'terminate' || certificateIdentity) {
     const certField = pick('client_tls_cert');
     const keyField = pick('client_tls_key');
-    if (!certField.value) throw at.error(tlsMode.where, 'client_tls: terminate needs client_tls_cert (and client_tls_key unless the key is in the same file)');
-    const certFile = at.pathOf(certField.value);
-    const certText = readPem(certFile, at, certField.where);
+    if (!certField.value && !certificateIdentity) throw at.error(tlsMode.where, 'client_tls: terminate needs client_tls_cert (and client_tls_key unless the key is in the same file)');
+    // identity: certificate without client_tls_cert: the warpstone home's relay.pem (key, leaf, CA)
+    const certFile = certField.value ? at.pathOf(certField.value) : (certificateIdentity as { defaultCertFile: string }).defaultCertFile;
+    const certWhere: FieldPath = certField.value ? certField.where : [...path, 'identity'];
+    const certText = readPem(certFile, at, certWhere);
     const keyText = keyField.value ? readPem(at.pathOf(keyField.value), at, keyField.where) : certText;
     const { cert } = pemParts(certText);
     const { key } = pemParts(keyText);
-    if (!cert) throw at.error(certField.where, `${certFile} holds no certificate`);
-    if (!key) throw at.error(keyField.value ? keyField.where : certField.where, 'no private key found (set client_tls_key)');
-    // the whole chain after the leaf is sent too
-    const chain = splitPem(certText).filter((b) => b.label === 'CERTIFICATE').map((b) => b.text).join('');
-    checkServerPair(key, chain, at, certField.where);
+    if (!cert) throw at.error(certWhere, `${certFile} holds no certificate`);
+    if (!key) throw at.error(keyField.value ? keyField.where : certWhere, 'no private key found (set client_tls_key)');
+    // the whole chain after the leaf is sent too; relay.pem ends with the CA, so only its leaf
+    const certificates = splitPem(certText).filter((b) => b.label === 'CERTIFICATE');
+    const chain = (certField.value ? certificates : certificates.slice(0, 1)).map((b) => b.text).join('');
+    checkServerPair(key, chain, at, certWhere);
     clientTls = { mode: 'terminate', cert: chain, key, certFile };
   } else if (own.client_tls_cert !== undefined || own.client_tls_key !== undefined) {
     throw at.error([...path, own.client_tls_cert !== undefined ? 'client_tls_cert' : 'client_tls_key'], 'only used with client_tls: terminate');
@@ -530,29 +617,61 @@ function socketPath(value: string, at: Located, path: FieldPath): string {
   return value;
 }
 
+/**
+ * Where client certificates are verified: `client_ca` (then any OU, no store), or the warpstone
+ * home's CA, whose user certificates carry OU=user and whose store records and revokes them.
+ */
+function resolveClientCertificates(
+  input: { client_ca?: string | undefined; client_ou?: string | undefined },
+  home: HomePaths,
+  at: Located,
+  path: FieldPath,
+  defaultWhere: FieldPath,
+): ClientCertificateConfig {
+  const caFile = input.client_ca ? at.pathOf(input.client_ca) : home.caCert;
+  const caWhere: FieldPath = input.client_ca ? [...path, 'client_ca'] : defaultWhere;
+  const ca = readPem(caFile, at, caWhere);
+  const caCerts = splitPem(ca).filter((b) => b.label === 'CERTIFICATE');
+  if (caCerts.length === 0) throw at.error(caWhere, `${caFile} holds no CA certificate`);
+  let requiredOu = input.client_ou;
+  // Only the home's own CA has a store that knows its certificates and revocations.
+  const revocationStore = !input.client_ca && existsSync(home.store) ? home.store : undefined;
+  if (requiredOu === undefined && !input.client_ca) {
+    // the warpstone CA also signs agent and relay certificates: only users are people
+    const issuer = new X509Certificate((caCerts[0] as { text: string }).text);
+    if (subjectField(issuer.subject, 'O') === 'warpstone' || /warpstone/i.test(issuer.subject)) requiredOu = 'user';
+  }
+  return { ca, caFile, requiredOu, revocationStore };
+}
+
 function resolveListener(raw: unknown, index: number, top: z.infer<typeof TopSchema>, at: Located): ListenerConfig {
   const path: FieldPath = ['listeners', index];
   const head = at.parse(ListenerHead.loose(), raw, path);
-  const common = (input: z.infer<(typeof ListenerSchemas)[ListenerKind]>): ListenerCommon => {
+  const common = (input: z.infer<(typeof ListenerSchemas)[ListenerKind]>, options: PolicyOptions = {}): ListenerCommon => {
     const allowUnix = input.allow_unix_upstream ?? top.allow_unix_upstream ?? false;
     return {
       name: head.name,
       line: at.lineOf(path),
       upstream: parseUpstream(input.upstream, allowUnix, at, [...path, 'upstream']),
-      policy: resolvePolicy(top, input, at, path),
+      policy: resolvePolicy(top, input, at, path, options),
     };
   };
   switch (head.kind) {
     case 'tcp': {
       const input = at.parse(ListenerSchemas.tcp, raw, path);
-      const timeoutMs = input.ident?.timeout === undefined ? IDENT_TIMEOUT_MS : parseDuration(input.ident.timeout);
-      if (timeoutMs < 100) throw at.error([...path, 'ident', 'timeout'], 'at least 100ms');
-      return {
-        ...common(input),
-        kind: 'tcp',
-        listen: listenAddress(input.listen, at, [...path, 'listen']),
-        ident: { port: input.ident?.port ?? IDENT_PORT, timeoutMs },
-      };
+      const listen = listenAddress(input.listen, at, [...path, 'listen']);
+      if ((input.identity ?? 'ident') === 'ident') {
+        for (const key of ['client_ca', 'client_ou', 'home'] as const) {
+          if (input[key] !== undefined) throw at.error([...path, key], 'only used with identity: certificate (this listener asks IDENT)');
+        }
+        const timeoutMs = input.ident?.timeout === undefined ? IDENT_TIMEOUT_MS : parseDuration(input.ident.timeout);
+        if (timeoutMs < 100) throw at.error([...path, 'ident', 'timeout'], 'at least 100ms');
+        return { ...common(input), kind: 'tcp', listen, identity: 'ident', ident: { port: input.ident?.port ?? IDENT_PORT, timeoutMs } };
+      }
+      if (input.ident !== undefined) throw at.error([...path, 'ident'], 'only used with identity: ident (this listener takes the identity from a client certificate)');
+      const home = homePaths(input.home ?? top.home);
+      const clientCert = resolveClientCertificates(input, home, at, path, [...path, 'identity']);
+      return { ...common(input, { certificateIdentity: { defaultCertFile: home.relayIdentity } }), kind: 'tcp', listen, identity: 'certificate', clientCert };
     }
     case 'tls': {
       const input = at.parse(ListenerSchemas.tls, raw, path);
@@ -571,19 +690,7 @@ function resolveListener(raw: unknown, index: number, top: z.infer<typeof TopSch
       // relay.pem ends with the CA certificate; send only the leaf and any intermediates
       const chain = input.cert ? cert.map((b) => b.text).join('') : (cert[0] as { text: string }).text;
       checkServerPair(key, chain, at, certWhere);
-      const caFile = input.client_ca ? at.pathOf(input.client_ca) : home.caCert;
-      const caWhere: FieldPath = input.client_ca ? [...path, 'client_ca'] : [...path, 'kind'];
-      const ca = readPem(caFile, at, caWhere);
-      const caCerts = splitPem(ca).filter((b) => b.label === 'CERTIFICATE');
-      if (caCerts.length === 0) throw at.error(caWhere, `${caFile} holds no CA certificate`);
-      let requiredOu = input.client_ou;
-      // Only the home's own CA has a store that knows its certificates and revocations.
-      const revocationStore = !input.client_ca && existsSync(home.store) ? home.store : undefined;
-      if (requiredOu === undefined && !input.client_ca) {
-        // the warpstone CA also signs agent and relay certificates: only users are people
-        const issuer = new X509Certificate((caCerts[0] as { text: string }).text);
-        if (subjectField(issuer.subject, 'O') === 'warpstone' || /warpstone/i.test(issuer.subject)) requiredOu = 'user';
-      }
+      const { ca, caFile, requiredOu, revocationStore } = resolveClientCertificates(input, home, at, path, [...path, 'kind']);
       return {
         ...common(input),
         kind: 'tls',
@@ -654,6 +761,52 @@ function resolveListener(raw: unknown, index: number, top: z.infer<typeof TopSch
   }
 }
 
+/** A ban duration in ms: the relay's syntax, or a number of seconds. */
+function banDuration(value: number | string, at: Located, path: FieldPath): number {
+  if (typeof value === 'number') return Math.round(value * 1000);
+  try {
+    return parseBanDuration(value, 'duration');
+  } catch (err) {
+    throw at.error(path, errorMessage(err).replace(/^duration: /, ''));
+  }
+}
+
+/**
+ * The `bans:` section as the guard's settings. Defaults, bounds and meaning are the relay's
+ * (--ban-maxretry, --ban-findtime, --ban-time, --ban-increment, --ban-maxtime, --ban-ignore,
+ * --ban-prefix-v4/-v6); the home must hold a store (`warpstone init`).
+ */
+function resolveBans(input: z.infer<typeof BansSchema>, topHome: string | undefined, at: Located): DbBanConfig {
+  const home = homePaths(input.home ?? topHome);
+  const homeWhere: FieldPath = input.home !== undefined ? ['bans', 'home'] : ['bans'];
+  if (!existsSync(home.store)) {
+    throw at.error(homeWhere, `${home.store} does not exist: bans are kept in a warpstone store; point bans.home at the relay's home (or run 'warpstone init --home ${home.dir}')`);
+  }
+  const settings = defaultBanSettings();
+  if (input.maxretry !== undefined) settings.maxRetry = input.maxretry;
+  if (input.findtime !== undefined) settings.findTimeMs = banDuration(input.findtime, at, ['bans', 'findtime']);
+  if (input.bantime !== undefined) settings.banTimeMs = banDuration(input.bantime, at, ['bans', 'bantime']);
+  if (input.maxtime !== undefined) settings.maxBanTimeMs = banDuration(input.maxtime, at, ['bans', 'maxtime']);
+  if (input.increment !== undefined) settings.increment = input.increment;
+  if (input.prefix_v4 !== undefined) settings.prefixLengths.v4 = input.prefix_v4;
+  if (input.prefix_v6 !== undefined) settings.prefixLengths.v6 = input.prefix_v6;
+  if (input.ignore !== undefined) {
+    const blocks: Cidr[] = input.ignore.map((text, i) => {
+      try {
+        // a bare address means that host only, as with --ban-ignore
+        return parseCidr(text, 'ignore', { v4: 32, v6: 128 });
+      } catch (err) {
+        throw at.error(['bans', 'ignore', i], errorMessage(err).replace(/^ignore: /, ''));
+      }
+    });
+    settings.ignore = new CidrList(blocks);
+  }
+  if (settings.maxBanTimeMs < settings.banTimeMs) {
+    throw at.error(input.maxtime !== undefined ? ['bans', 'maxtime'] : ['bans', 'bantime'], 'maxtime is shorter than bantime; the cap must be at least the first ban');
+  }
+  return { home: home.dir, store: home.store, settings };
+}
+
 function place(listener: ListenerConfig): string | undefined {
   switch (listener.kind) {
     case 'tcp':
@@ -695,7 +848,8 @@ export function parseDbRelayConfig(text: string, file: string): DbRelayConfig {
     }
   });
   const user = top.user === undefined ? undefined : account(top.user, at, ['user']);
-  return { file, user, listeners };
+  const bans = top.bans === undefined ? undefined : resolveBans(top.bans, top.home, at);
+  return { file, user, listeners, bans };
 }
 
 /** Reads and checks a dbrelay YAML file; errors name the file, the line and the field. */

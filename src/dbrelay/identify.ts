@@ -1,15 +1,19 @@
 // Who is at the other end of one accepted database connection, per listener kind: the IDENT
-// answer of the client's host (tcp), the CN of a verified client certificate (tls), the kernel's
-// peer uid (unix), the owner a per-user socket was made for (per-user), or the warpstone user
-// a relay stream carries (tunnel). Every failure is an identity without a name and with a detail
-// saying why; refusing is the session's job (decision 'no-identity').
+// answer of the client's host (tcp), the CN of a verified client certificate (tls, or tcp with
+// `identity: certificate`, where the certificate arrives inside the protocol's TLS upgrade), the
+// kernel's peer uid (unix), the owner a per-user socket was made for (per-user), or the
+// warpstone user a relay stream carries (tunnel). Certificates are checked against the warpstone
+// store when there is one (recorded for that name, not revoked). Every failure is an identity
+// without a name and with a detail saying why (and, for certificates, a `problem` the bans
+// count); refusing is the session's job (decision 'no-identity').
 // Owns: turning a connection into a ClientIdentity. Must not: decide, refuse or close anything.
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { queryIdent, unmapAddress, type IdentResult } from '../identity/ident.js';
 import { peerOf } from '../identity/peercred.js';
 import { errorMessage } from '../common/errors.js';
-import type { ClientIdentity } from './types.js';
+import type { CertificateRecord, Store } from '../store/store.js';
+import type { CertificateProblem, ClientIdentity, PeerVerification } from './types.js';
 
 /** Asks the identd of the client's host (RFC 1413) who owns the client's end of `socket`. */
 export async function identIdentity(socket: net.Socket, options: { port: number; timeoutMs: number }): Promise<ClientIdentity> {
@@ -66,32 +70,96 @@ function subjectValue(subject: unknown, field: 'CN' | 'OU'): string | undefined 
   return Array.isArray(value) ? value[0] : value;
 }
 
+function refusedCertificate(detail: string, problem: CertificateProblem | undefined): ClientIdentity {
+  return { name: undefined, source: 'certificate', detail, ...(problem === undefined ? {} : { problem }) };
+}
+
+/** The verdict a tls.Server left on a socket it accepted (Node sets `authorizationError` to OpenSSL's code). */
+function serverVerification(socket: tls.TLSSocket): PeerVerification {
+  const error = socket.authorizationError as Error | string | null | undefined;
+  return { authorized: socket.authorized, error: error === null || error === undefined ? undefined : String(error) };
+}
+
+/** OpenSSL's verification error as a problem: dates have their own, anything else is a CA we do not trust. */
+function problemOfVerifyError(code: string | undefined): CertificateProblem {
+  if (code === 'CERT_HAS_EXPIRED') return 'expired';
+  if (code === 'CERT_NOT_YET_VALID') return 'not-yet-valid';
+  return 'unknown-ca';
+}
+
 /**
- * The CN of the client certificate a TLS listener verified against its CA. OpenSSL's verdict
- * (`authorized`) is required, validity dates are checked again (resumed sessions skip them), and
- * with `requiredOu` (the warpstone CA: 'user') the certificate must carry that role.
+ * The CN of the client certificate a TLS listener verified against its CA. OpenSSL's verdict is
+ * required (`verification`; by default the socket's own `authorized`, which a tls.Server sets),
+ * validity dates are checked again (resumed sessions skip them), and with `requiredOu` (the
+ * warpstone CA: 'user') the certificate must carry that role.
  */
-export function certificateIdentity(socket: tls.TLSSocket, requiredOu: string | undefined, now = new Date()): ClientIdentity {
+export function certificateIdentity(
+  socket: tls.TLSSocket,
+  requiredOu: string | undefined,
+  now = new Date(),
+  verification: PeerVerification = serverVerification(socket),
+): ClientIdentity {
   const cert = socket.getPeerCertificate();
   if (!cert || Object.keys(cert).length === 0) {
-    return { name: undefined, source: 'certificate', detail: 'tls: no client certificate was presented' };
+    return refusedCertificate('tls: no client certificate was presented', 'no-certificate');
   }
   const cn = subjectValue(cert.subject, 'CN');
   const serial = String(cert.serialNumber ?? '').toUpperCase();
   const label = `certificate of '${cn ?? '?'}' (serial ${serial || '?'})`;
-  if (!socket.authorized) {
-    return { name: undefined, source: 'certificate', detail: `tls: ${label} not verified: ${String(socket.authorizationError ?? 'unknown reason')}` };
+  if (!verification.authorized) {
+    return refusedCertificate(`tls: ${label} not verified: ${verification.error ?? 'unknown reason'}`, problemOfVerifyError(verification.error));
   }
-  if (now > new Date(cert.valid_to)) return { name: undefined, source: 'certificate', detail: `tls: ${label} expired on ${new Date(cert.valid_to).toISOString()}` };
-  if (now < new Date(cert.valid_from)) return { name: undefined, source: 'certificate', detail: `tls: ${label} is not valid before ${new Date(cert.valid_from).toISOString()}` };
-  if (!cn) return { name: undefined, source: 'certificate', detail: `tls: ${label} has no CN` };
+  if (now > new Date(cert.valid_to)) return refusedCertificate(`tls: ${label} expired on ${new Date(cert.valid_to).toISOString()}`, 'expired');
+  if (now < new Date(cert.valid_from)) return refusedCertificate(`tls: ${label} is not valid before ${new Date(cert.valid_from).toISOString()}`, 'not-yet-valid');
+  if (!cn) return refusedCertificate(`tls: ${label} has no CN`, 'unknown-certificate');
   if (requiredOu !== undefined) {
     const ou = subjectValue(cert.subject, 'OU');
     if (ou !== requiredOu) {
-      return { name: undefined, source: 'certificate', detail: `tls: ${label} has role '${ou ?? ''}', not '${requiredOu}'` };
+      return refusedCertificate(`tls: ${label} has role '${ou ?? ''}', not '${requiredOu}'`, 'unknown-certificate');
     }
   }
   return { name: cn, source: 'certificate', detail: `tls: ${label}` };
+}
+
+/** How a listener checks a client certificate beyond OpenSSL's chain verification. */
+export interface CertificateCheck {
+  /** the certificate's OU must be this (warpstone CA: 'user'), or any when undefined */
+  requiredOu: string | undefined;
+  /** the warpstone store of the CA: the serial must be recorded for that name and not revoked */
+  store: Store | undefined;
+}
+
+/**
+ * The certificate identity, checked against the warpstone store when there is one: the serial
+ * must be recorded for that name and not revoked. A store that cannot answer refuses (fail
+ * closed; no `problem`, since that is not the client's doing).
+ */
+export async function checkedCertificateIdentity(socket: tls.TLSSocket, check: CertificateCheck, verification?: PeerVerification): Promise<ClientIdentity> {
+  const identity = certificateIdentity(socket, check.requiredOu, new Date(), verification ?? serverVerification(socket));
+  if (!check.store || identity.name === undefined) return identity;
+  const serial = String(socket.getPeerCertificate().serialNumber ?? '').toUpperCase();
+  const label = `certificate of '${identity.name}' (serial ${serial})`;
+  let record: CertificateRecord | undefined;
+  try {
+    record = await check.store.findCertificate(serial);
+  } catch (err) {
+    return refusedCertificate(`tls: ${label} cannot be checked against the store: ${errorMessage(err)}`, undefined);
+  }
+  if (!record) return refusedCertificate(`tls: ${label} is not recorded in the warpstone store`, 'unknown-certificate');
+  if (record.revokedAt) return refusedCertificate(`tls: ${label} was revoked on ${record.revokedAt.toISOString()}`, 'revoked');
+  if (record.name !== identity.name) return refusedCertificate(`tls: ${label} is recorded for '${record.name}'`, 'unknown-certificate');
+  return identity;
+}
+
+/**
+ * A listener that takes the identity from a certificate sent inside the protocol's TLS upgrade,
+ * before (or without) that upgrade: nobody yet. The detail says how to send one.
+ */
+export function noCertificateYet(): ClientIdentity {
+  return refusedCertificate(
+    'the client did not start TLS, so it sent no certificate (mariadb: --ssl-cert and --ssl-key; psql: sslmode=require sslcert=... sslkey=...)',
+    'no-certificate',
+  );
 }
 
 /** The warpstone user the relay authenticated and put on the stream (header warpstone-user). */

@@ -1,9 +1,14 @@
-// The database relay's listeners: accept a client (TCP with IDENT, TLS with a client
-// certificate, a UNIX socket with peer credentials, per-user UNIX sockets, or streams from a
-// warpstone relay as an agent), find out who it is (identify.ts), build the DbSessionContext
-// (bounded upstream connections with a connect timeout) and hand it to the protocol session.
-// Owns: sockets and socket files, accept limits, the session context. Must not: parse database
-// protocols, decide policy or write the audit trail itself (sessions and the sink do).
+// The database relay's listeners: accept a client (TCP with IDENT, TCP with a client certificate
+// sent inside the protocol's TLS upgrade, TLS with a client certificate, a UNIX socket with peer
+// credentials, per-user UNIX sockets, or streams from a warpstone relay as an agent), refuse
+// banned sources at once (TCP and TLS, when bans are configured: bans.ts), find out who it is
+// (identify.ts), build the DbSessionContext (bounded upstream connections with a connect
+// timeout) and hand it to the protocol session. Decisions of TCP and TLS listeners are handed
+// to the bans to count.
+// Owns: sockets and socket files, accept limits, the session context, the banned refusal's
+// socket. Must not: parse database protocols, decide policy or write the audit trail itself
+// (sessions and the sink do; the one exception is a banned connection's line, which no session
+// ever sees).
 import net from 'node:net';
 import tls from 'node:tls';
 import { existsSync, lstatSync, lchownSync, unlinkSync } from 'node:fs';
@@ -14,12 +19,14 @@ import { StateError, errorMessage } from '../common/errors.js';
 import { formatAddress, formatHostPort, type HostPort } from '../common/hostport.js';
 import { Agent } from '../agent/agent.js';
 import { openStore } from '../store/open.js';
-import type { CertificateRecord, Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import type { Exposure } from '../agent/expose.js';
 import type { ListenerConfig, TcpListenerConfig, TlsListenerConfig, UnixListenerConfig, PerUserListenerConfig, TunnelListenerConfig, Upstream } from './config.js';
 import { peercredAddon } from '../identity/peercred.js';
-import { certificateIdentity, identIdentity, socketOwnerIdentity, tunnelIdentity, unixPeerIdentity } from './identify.js';
-import type { ClientIdentity, DbAuditSink, DbSessionContext, DbSessionHandler, Decision, DecisionInput } from './types.js';
+import { checkedCertificateIdentity, identIdentity, noCertificateYet, socketOwnerIdentity, tunnelIdentity, unixPeerIdentity } from './identify.js';
+import { DB_BAN_DEFAULTS, bannedMessage, bannedReply, type DbBans } from './bans.js';
+import { closeWithReply } from './session-io.js';
+import type { ClientIdentity, DbAuditSink, DbSessionContext, DbSessionHandler, Decision, DecisionInput, PeerVerification } from './types.js';
 
 export interface ListenerParts<L extends ListenerConfig = ListenerConfig> {
   config: L;
@@ -27,6 +34,18 @@ export interface ListenerParts<L extends ListenerConfig = ListenerConfig> {
   decide: (input: DecisionInput) => Promise<Decision>;
   audit: DbAuditSink;
   log: Logger;
+  /** the database relay's bans, when configured; only TCP and TLS listeners use them */
+  bans?: DbBans;
+}
+
+/** A listener's way of learning the identity from the certificate sent inside the protocol's TLS. */
+export type PeerIdentify = (peer: { socket: tls.TLSSocket; verification: PeerVerification }) => Promise<ClientIdentity>;
+
+export interface RunnerOptions {
+  /** `kind: tcp, identity: certificate`: ask for the client's certificate in the TLS upgrade and take the identity from it */
+  peerIdentity?: { ca: string; identify: PeerIdentify };
+  /** count decisions against their source (TCP and TLS listeners with bans configured) */
+  bans?: DbBans;
 }
 
 export interface RunningListener {
@@ -46,18 +65,67 @@ export class UpstreamUnavailable extends StateError {
   }
 }
 
-/** Accepts clients for one listener: admission limit, identity, context, the session itself. */
+/** Accepts clients for one listener: bans, admission limit, identity, context, the session itself. */
 export class SessionRunner {
   private readonly clients = new Set<Duplex>();
   private readonly upstreams = new Set<net.Socket>();
   private readonly running = new Set<Promise<void>>();
+  /** banned clients reading their refusal (bounded by DB_BAN_DEFAULTS.maxLingering) */
+  private readonly refusing = new Set<Duplex>();
   private readonly tlsForClients: DbSessionContext['tls'];
   private stopping = false;
 
-  constructor(private readonly parts: ListenerParts) {
+  constructor(
+    private readonly parts: ListenerParts,
+    private readonly options: RunnerOptions = {},
+  ) {
     const clientTls = parts.config.policy.clientTls;
+    const ca = options.peerIdentity?.ca;
     this.tlsForClients =
-      clientTls.mode === 'terminate' ? { mode: 'terminate', secureContext: tls.createSecureContext({ key: clientTls.key, cert: clientTls.cert, minVersion: 'TLSv1.2' }) } : { mode: 'refuse' };
+      clientTls.mode === 'terminate'
+        ? {
+            mode: 'terminate',
+            // with a CA, OpenSSL verifies the client's certificate against it (the session reads the verdict)
+            secureContext: tls.createSecureContext({ key: clientTls.key, cert: clientTls.cert, ...(ca ? { ca } : {}), minVersion: 'TLSv1.2' }),
+            requestClientCert: ca !== undefined,
+          }
+        : { mode: 'refuse' };
+  }
+
+  /**
+   * Refuses a banned source at accept: one audit line, the guard told (it logs, rate-limited),
+   * `reply` (the protocol's refusal; none on TLS-first listeners) and the socket closed. Nothing
+   * is read, IDENT is not asked, the database is not contacted.
+   */
+  refuseBanned(socket: net.Socket, source: string, reply: Buffer | undefined): void {
+    const { config, audit, log, bans } = this.parts;
+    socket.on('error', (err: Error) => log.debug({ source, err: err.message }, 'banned client connection error'));
+    bans?.refused(source);
+    try {
+      audit.record({
+        time: new Date(),
+        listener: config.name,
+        protocol: config.upstream.protocol,
+        source,
+        identity: undefined,
+        identitySource: identitySourceOf(config),
+        identityDetail: 'not looked up: the source is banned',
+        dbUser: undefined,
+        decision: 'deny',
+        reason: 'banned',
+        message: bannedMessage(socket.remoteAddress),
+      });
+    } catch (err) {
+      log.error({ err: errorMessage(err) }, 'audit record failed');
+    }
+    if (!reply || this.stopping || this.refusing.size >= DB_BAN_DEFAULTS.maxLingering) {
+      // Under a flood of banned connections the refusal may be cut short; no slot is held for it.
+      if (reply && !this.stopping) socket.end(reply);
+      socket.destroy();
+      return;
+    }
+    this.refusing.add(socket);
+    void closeWithReply(socket, reply, DB_BAN_DEFAULTS.lingerMs).finally(() => this.refusing.delete(socket));
   }
 
   count(): number {
@@ -102,7 +170,9 @@ export class SessionRunner {
       client.destroy();
       return;
     }
-    const sessionLog = log.child({ source, identity: identity.name });
+    const { peerIdentity, bans } = this.options;
+    // An identity learnt later (from the certificate inside TLS) is bound by the session itself.
+    const sessionLog = peerIdentity ? log.child({ source }) : log.child({ source, identity: identity.name });
     let opened = 0;
     const context: DbSessionContext = {
       listener: config.name,
@@ -116,7 +186,14 @@ export class SessionRunner {
         if (opened > 2) return Promise.reject(new UpstreamUnavailable('the relay opens at most two database connections per client'));
         return this.connectUpstream(config.upstream, sessionLog);
       },
-      decide,
+      decide: bans
+        ? async (input) => {
+            const decision = await decide(input);
+            bans.decided(source, input.identity, decision);
+            return decision;
+          }
+        : decide,
+      ...(peerIdentity ? { identifyFromPeer: peerIdentity.identify } : {}),
       tls: this.tlsForClients,
       audit,
       log: sessionLog,
@@ -170,6 +247,7 @@ export class SessionRunner {
   /** Stops taking clients and ends every session and database connection of this listener. */
   async stop(): Promise<void> {
     this.stopping = true;
+    for (const client of this.refusing) client.destroy();
     for (const client of this.clients) client.destroy();
     for (const upstream of this.upstreams) upstream.destroy();
     await Promise.allSettled([...this.running]);
@@ -220,16 +298,10 @@ function watchServer(server: net.Server, parts: ListenerParts): void {
   );
 }
 
-async function startTcp(parts: ListenerParts<TcpListenerConfig>): Promise<RunningListener> {
-  const runner = new SessionRunner(parts);
-  const { ident } = parts.config;
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-    runner.accept(socket, formatAddress(socket.remoteAddress, socket.remotePort), () => identIdentity(socket, ident));
-  });
-  watchServer(server, parts);
-  const bound = await listenTcp(server, parts.config.listen, parts.config.name, parts.log);
+/** Bound TCP listener: its server stops first, then its sessions, then what it opened (a store). */
+function tcpRunning(config: TcpListenerConfig | TlsListenerConfig, bound: HostPort, runner: SessionRunner, server: net.Server, store: Store | undefined): RunningListener {
   return {
-    name: parts.config.name,
+    name: config.name,
     addresses: [formatHostPort(bound)],
     bound: [bound],
     sessions: () => runner.count(),
@@ -237,37 +309,61 @@ async function startTcp(parts: ListenerParts<TcpListenerConfig>): Promise<Runnin
       const closed = closeServer(server);
       await runner.stop();
       await closed;
+      await store?.close();
     },
   };
 }
 
 /**
- * The certificate identity, checked against the warpstone store when there is one: the serial
- * must be recorded for that name and not revoked. A store that cannot answer refuses (fail closed).
+ * The store a certificate listener checks certificates against (recorded, not revoked), opened
+ * now, while the relay may still be root (the store is the home's, mode 0600).
  */
-async function storeCheckedIdentity(socket: tls.TLSSocket, config: TlsListenerConfig, store: Store | undefined): Promise<ClientIdentity> {
-  const identity = certificateIdentity(socket, config.requiredOu);
-  if (!store || identity.name === undefined) return identity;
-  const serial = String(socket.getPeerCertificate().serialNumber ?? '').toUpperCase();
-  const label = `certificate of '${identity.name}' (serial ${serial})`;
-  let record: CertificateRecord | undefined;
-  try {
-    record = await store.findCertificate(serial);
-  } catch (err) {
-    return { name: undefined, source: 'certificate', detail: `tls: ${label} cannot be checked against the store: ${errorMessage(err)}` };
+function openRevocationStore(path: string | undefined): Promise<Store | undefined> {
+  return path ? openStore(path) : Promise.resolve(undefined);
+}
+
+async function startTcp(parts: ListenerParts<TcpListenerConfig>): Promise<RunningListener> {
+  const { config, log, bans } = parts;
+  const store = config.identity === 'certificate' ? await openRevocationStore(config.clientCert.revocationStore) : undefined;
+  const options: RunnerOptions = bans ? { bans } : {};
+  let identify: (socket: net.Socket) => ClientIdentity | Promise<ClientIdentity>;
+  if (config.identity === 'certificate') {
+    const check = { requiredOu: config.clientCert.requiredOu, store };
+    options.peerIdentity = { ca: config.clientCert.ca, identify: (peer) => checkedCertificateIdentity(peer.socket, check, peer.verification) };
+    identify = () => noCertificateYet();
+  } else {
+    const ident = config.ident;
+    identify = (socket) => identIdentity(socket, ident);
   }
-  if (!record) return { name: undefined, source: 'certificate', detail: `tls: ${label} is not recorded in the warpstone store` };
-  if (record.revokedAt) return { name: undefined, source: 'certificate', detail: `tls: ${label} was revoked on ${record.revokedAt.toISOString()}` };
-  if (record.name !== identity.name) return { name: undefined, source: 'certificate', detail: `tls: ${label} is recorded for '${record.name}'` };
-  return identity;
+  const runner = new SessionRunner(parts, options);
+  const protocol = config.upstream.protocol;
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    const source = formatAddress(socket.remoteAddress, socket.remotePort);
+    if (bans?.isBanned(socket.remoteAddress)) {
+      runner.refuseBanned(socket, source, bannedReply(protocol, socket.remoteAddress));
+      return;
+    }
+    runner.accept(socket, source, () => identify(socket));
+  });
+  watchServer(server, parts);
+  let bound: HostPort;
+  try {
+    bound = await listenTcp(server, config.listen, config.name, log);
+  } catch (err) {
+    await store?.close();
+    throw err;
+  }
+  return tcpRunning(config, bound, runner, server, store);
 }
 
 async function startTls(parts: ListenerParts<TlsListenerConfig>): Promise<RunningListener> {
-  const runner = new SessionRunner(parts);
-  const { config, log } = parts;
-  // Opened now, while the relay may still be root (the store is the home's, mode 0600).
-  const store = config.revocationStore ? await openStore(config.revocationStore) : undefined;
-  const server = tls.createServer({
+  const { config, log, bans } = parts;
+  const runner = new SessionRunner(parts, bans ? { bans } : {});
+  const store = await openRevocationStore(config.revocationStore);
+  const check = { requiredOu: config.requiredOu, store };
+  // Never listens itself: the plain server below accepts, turns banned sources away before any
+  // TLS work, and hands the rest over ('connection'), as the relay's front door does.
+  const tlsServer = tls.createServer({
     key: config.key,
     cert: config.cert,
     ca: config.ca,
@@ -281,13 +377,23 @@ async function startTls(parts: ListenerParts<TlsListenerConfig>): Promise<Runnin
     // PostgreSQL 17 clients with sslnegotiation=direct insist on this ALPN.
     ...(config.upstream.protocol === 'postgres' ? { ALPNProtocols: ['postgresql'] } : {}),
   });
-  server.on('secureConnection', (socket: tls.TLSSocket) => {
+  tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
     socket.setNoDelay(true);
-    runner.accept(socket, formatAddress(socket.remoteAddress, socket.remotePort), () => storeCheckedIdentity(socket, config, store));
+    runner.accept(socket, formatAddress(socket.remoteAddress, socket.remotePort), () => checkedCertificateIdentity(socket, check));
   });
-  server.on('tlsClientError', (err, socket) => {
-    log.warn({ source: formatAddress(socket.remoteAddress, socket.remotePort), err: err.message }, 'TLS handshake failed');
+  tlsServer.on('tlsClientError', (err, socket) => {
+    const source = formatAddress(socket.remoteAddress, socket.remotePort);
+    log.warn({ source, err: err.message }, 'TLS handshake failed');
+    bans?.handshakeFailed(source, `TLS handshake failed: ${err.message}`);
     socket.destroy();
+  });
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    if (bans?.isBanned(socket.remoteAddress)) {
+      // The client expects a TLS server: nothing it could read in clear, so only dropped.
+      runner.refuseBanned(socket, formatAddress(socket.remoteAddress, socket.remotePort), undefined);
+      return;
+    }
+    tlsServer.emit('connection', socket);
   });
   watchServer(server, parts);
   let bound: HostPort;
@@ -297,18 +403,7 @@ async function startTls(parts: ListenerParts<TlsListenerConfig>): Promise<Runnin
     await store?.close();
     throw err;
   }
-  return {
-    name: config.name,
-    addresses: [formatHostPort(bound)],
-    bound: [bound],
-    sessions: () => runner.count(),
-    stop: async () => {
-      const closed = closeServer(server);
-      await runner.stop();
-      await closed;
-      await store?.close();
-    },
-  };
+  return tcpRunning(config, bound, runner, server, store);
 }
 
 // ---------------------------------------------------------------------------------------------

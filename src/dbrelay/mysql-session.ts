@@ -31,6 +31,11 @@
 //    path it then crosses the relay→database leg unencrypted. Keep that leg local or give the
 //    database TLS.
 //
+// On listeners that take the identity from a client certificate sent inside TLS
+// (context.identifyFromPeer), the relay asks for it in the TLS handshake that follows the
+// SSLRequest (`mariadb --ssl-cert --ssl-key`), and the identity is read from it before the
+// handshake response inside TLS is judged.
+//
 // The user name is judged as the server will read it: converted from the client's character set
 // (latin1 and utf8 families; other non-ASCII names are 'unparsable') and cut to the server's
 // buffer, so a name that the server shortens to a known user is judged as that user.
@@ -59,9 +64,10 @@ import {
   DB_SESSION_DEFAULTS,
   Deadline,
   SessionStreams,
-  acceptTls,
+  acceptClientTls,
   closeWithReply,
   decideSafely,
+  identityAfterTls,
   pipeAndLog,
   race,
   readUntilVerdict,
@@ -70,7 +76,7 @@ import {
   type ReadOutcome,
 } from './session-io.js';
 import { visibleName } from './policy.js';
-import type { DbSessionContext, DbSessionHandler, Decision } from './types.js';
+import type { ClientIdentity, DbSessionContext, DbSessionHandler, Decision } from './types.js';
 
 /** ER_NOT_SUPPORTED_AUTH_MODE: "the connection mode the client asked for is not supported here" */
 const ER_NOT_SUPPORTED_AUTH_MODE = 1251;
@@ -365,10 +371,13 @@ interface Forward {
 class MysqlSession {
   private readonly streams: SessionStreams;
   private readonly startedAt = Date.now();
-  private readonly log;
+  private log;
+  /** who the client is: the listener's answer at accept, or its certificate once inside TLS */
+  private identity: ClientIdentity;
 
   constructor(private readonly ctx: DbSessionContext) {
     this.log = ctx.log;
+    this.identity = ctx.identity;
     this.streams = new SessionStreams(ctx.log);
     this.streams.add(ctx.client);
   }
@@ -450,17 +459,18 @@ class MysqlSession {
     if (verdict.kind === 'ssl-request') {
       if (ctx.tls.mode === 'refuse') {
         const decision: Decision = { allow: false, reason: 'refused-by-config', message: TLS_REFUSED_MESSAGE };
-        recordDecision(ctx, 'mysql', undefined, decision);
+        recordDecision(ctx, 'mysql', undefined, decision, {}, this.identity);
         const sequence = (verdict.packet.sequence + 1) & 0xff;
         return this.refuse(client, upstream, buildErrPacket({ sequence, code: ER_NOT_SUPPORTED_AUTH_MODE, sqlState: '08004', message: TLS_REFUSED_MESSAGE }));
       }
-      const accepted = await acceptTls(client, verdict.rest, { secureContext: ctx.tls.secureContext }, deadline);
+      const accepted = await acceptClientTls(ctx, client, verdict.rest, deadline);
       if (!accepted.ok) {
         log.warn({ protocol: 'mysql', reason: accepted.reason }, 'TLS with the client failed; closing');
         return this.refuse(client, upstream, undefined);
       }
       client = this.streams.add(accepted.socket);
       viaTls = true;
+      this.learnIdentity(await identityAfterTls(ctx, accepted, deadline));
       if (databaseOffersTls) {
         upstream.write(clientPacketForDatabase(verdict.packet.raw, { seqDelta: 0, clearSsl: false }));
         const secured = await startTls(upstream, deadline);
@@ -494,12 +504,12 @@ class MysqlSession {
       // expected and harmless.)
       if (!viaTls && read.received.length >= 6 && (read.received.readUInt16LE(4) & CLIENT.SSL) !== 0) {
         const decision: Decision = { allow: false, reason: 'unparsable', message: `warpstone dbrelay: the first packet asks for TLS but cannot be read (${parseProblem}); it is never passed on` };
-        recordDecision(ctx, 'mysql', undefined, decision, { tls: false });
+        recordDecision(ctx, 'mysql', undefined, decision, { tls: false }, this.identity);
         return this.refuse(client, upstream, buildErrPacket({ sequence: 2, code: ER_HANDSHAKE_ERROR, sqlState: '08S01', message: decision.message }));
       }
     }
-    const decision = await decideSafely(ctx, { identity: ctx.identity, dbUser, ...(parseProblem === undefined ? {} : { parseProblem }) });
-    recordDecision(ctx, 'mysql', dbUser, decision, { tls: viaTls });
+    const decision = await decideSafely(ctx, { identity: this.identity, dbUser, ...(parseProblem === undefined ? {} : { parseProblem }) });
+    recordDecision(ctx, 'mysql', dbUser, decision, { tls: viaTls }, this.identity);
     const packetSequence = verdict.kind === 'response' ? verdict.packet.sequence : viaTls ? 2 : 1;
     if (!decision.allow) {
       const protocol41 = verdict.kind !== 'response' || verdict.response.format === 41;
@@ -512,6 +522,13 @@ class MysqlSession {
     upstream.write(clientPacketForDatabase(first, { seqDelta: renumber ? -1 : 0, clearSsl: renumber }));
     const clientRest = verdict.kind === 'response' ? verdict.rest : Buffer.alloc(0);
     return { client, upstream, clientRest, renumber };
+  }
+
+  /** The identity from the client's certificate (when the listener takes it from there), logged from now on. */
+  private learnIdentity(identity: ClientIdentity): void {
+    if (identity === this.identity) return;
+    this.identity = identity;
+    this.log = this.ctx.log.child({ identity: identity.name });
   }
 
   private readClientPacket(client: Duplex, deadline: Deadline): Promise<ReadOutcome<ClientResult>> {
@@ -549,6 +566,7 @@ class MysqlSession {
     let refused = false;
     const scanner = new MysqlCommandScanner();
     await pipeAndLog(ctx, 'mysql', client, upstream, this.startedAt, {
+      log,
       onStarted: () => {
         // Prepended, so it sees each chunk before the pump forwards it.
         const watch = (chunk: Buffer): void => {
@@ -575,7 +593,7 @@ class MysqlSession {
       reason: 'refused-by-config',
       message: `warpstone dbrelay: COM_CHANGE_USER is not allowed through this relay (it would switch to ${target} without the identity check); open a new connection instead`,
     };
-    recordDecision(this.ctx, 'mysql', user, decision, { command: 'COM_CHANGE_USER' });
+    recordDecision(this.ctx, 'mysql', user, decision, { command: 'COM_CHANGE_USER' }, this.identity);
     return buildErrPacket({ sequence: 1, message: decision.message });
   }
 }

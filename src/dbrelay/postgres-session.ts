@@ -19,6 +19,9 @@
 //  - Anything else is 'unparsable' for the policy (allowed unless strict: the parser may be behind
 //    the server), except an encryption or cancel request the relay could not read, which is never
 //    forwarded: the database might answer 'S' and do TLS with the client past the relay.
+// On listeners that take the identity from a client certificate sent inside TLS
+// (context.identifyFromPeer), the relay asks for it in either TLS handshake (psql sslcert= and
+// sslkey=) and the identity is read from it before the StartupMessage is judged.
 // The database is reached over plain TCP (or whatever connectUpstream gives).
 // Owns: the PostgreSQL session. Must not: decide policy or parse anything after the startup.
 import type { Duplex } from 'node:stream';
@@ -28,16 +31,18 @@ import {
   DB_SESSION_DEFAULTS,
   Deadline,
   SessionStreams,
-  acceptTls,
+  acceptClientTls,
   closeWithReply,
   decideSafely,
+  identityAfterTls,
   pipeAndLog,
   race,
   readUntilVerdict,
   recordDecision,
   type ReadOutcome,
 } from './session-io.js';
-import type { DbSessionContext, DbSessionHandler, Decision } from './types.js';
+import type { Logger } from '../common/log.js';
+import type { ClientIdentity, DbSessionContext, DbSessionHandler, Decision } from './types.js';
 
 /** The first byte of a TLS handshake record. */
 const TLS_HANDSHAKE_RECORD = 0x16;
@@ -61,10 +66,22 @@ interface Forward {
 class PostgresSession {
   private readonly streams: SessionStreams;
   private readonly startedAt = Date.now();
+  /** who the client is: the listener's answer at accept, or its certificate once inside TLS */
+  private identity: ClientIdentity;
+  private log: Logger;
 
   constructor(private readonly ctx: DbSessionContext) {
     this.streams = new SessionStreams(ctx.log);
     this.streams.add(ctx.client);
+    this.identity = ctx.identity;
+    this.log = ctx.log;
+  }
+
+  /** The identity from the client's certificate (when the listener takes it from there), logged from now on. */
+  private learnIdentity(identity: ClientIdentity): void {
+    if (identity === this.identity) return;
+    this.identity = identity;
+    this.log = this.ctx.log.child({ identity: identity.name });
   }
 
   async run(): Promise<void> {
@@ -76,7 +93,7 @@ class PostgresSession {
       } finally {
         deadline.clear();
       }
-      if (forward) await pipeAndLog(this.ctx, 'postgres', forward.client, forward.upstream, this.startedAt);
+      if (forward) await pipeAndLog(this.ctx, 'postgres', forward.client, forward.upstream, this.startedAt, { log: this.log });
     } catch (err) {
       this.ctx.log.error({ protocol: 'postgres', err: errorMessage(err) }, 'postgres session failed');
     } finally {
@@ -85,14 +102,13 @@ class PostgresSession {
   }
 
   private closeWithLog(client: Duplex, message: string, fields: Record<string, unknown> = {}): undefined {
-    this.ctx.log.warn({ protocol: 'postgres', ...fields }, message);
+    this.log.warn({ protocol: 'postgres', ...fields }, message);
     client.destroy();
     return undefined;
   }
 
   private async handshake(deadline: Deadline): Promise<Forward | undefined> {
     const { ctx } = this;
-    const log = ctx.log;
     let client = ctx.client;
     let viaTls = false;
     let sslAnswered = false;
@@ -102,12 +118,12 @@ class PostgresSession {
       const read: ReadOutcome<StartupResult> = await readUntilVerdict(client, (c) => parser.push(c), deadline);
       if (read.kind === 'timeout') return this.closeWithLog(client, `no startup message within ${ctx.handshakeTimeoutMs / 1000} s; closing`, { bytes: read.received.length });
       if (read.kind === 'error') {
-        log.info({ protocol: 'postgres', err: read.error.message }, 'client connection failed before its startup message');
+        this.log.info({ protocol: 'postgres', err: read.error.message }, 'client connection failed before its startup message');
         return undefined;
       }
       if (read.kind === 'closed') {
         const hint = sslAnswered && !viaTls ? ' (after the relay answered N to its SSLRequest: a client that requires TLS stops here)' : '';
-        log.info({ protocol: 'postgres', bytes: read.received.length }, `client closed before sending its startup message${hint}`);
+        this.log.info({ protocol: 'postgres', bytes: read.received.length }, `client closed before sending its startup message${hint}`);
         return undefined;
       }
       const v = read.verdict;
@@ -120,15 +136,16 @@ class PostgresSession {
           sslAnswered = true;
           gssAnswered = true;
           if (ctx.tls.mode === 'refuse') {
-            log.info({ protocol: 'postgres' }, 'client asked for TLS; this listener refuses TLS (tls: refuse), answered N');
+            this.log.info({ protocol: 'postgres' }, 'client asked for TLS; this listener refuses TLS (tls: refuse), answered N');
             client.write(PG_REFUSE_ENCRYPTION);
             continue;
           }
           client.write(PG_ACCEPT_SSL);
-          const accepted = await acceptTls(client, Buffer.alloc(0), { secureContext: ctx.tls.secureContext }, deadline);
+          const accepted = await acceptClientTls(ctx, client, Buffer.alloc(0), deadline);
           if (!accepted.ok) return this.closeWithLog(client, 'TLS with the client failed; closing', { reason: accepted.reason });
           client = this.streams.add(accepted.socket);
           viaTls = true;
+          this.learnIdentity(await identityAfterTls(ctx, accepted, deadline));
           continue;
         }
         case 'gssenc-request': {
@@ -140,15 +157,15 @@ class PostgresSession {
         }
         case 'cancel': {
           const decision: Decision = { allow: true, reason: 'pass-through', message: `CancelRequest for backend ${v.pid} passed through to the database (it carries no user; its key authorises it)` };
-          recordDecision(ctx, 'postgres', undefined, decision, { tls: viaTls });
+          recordDecision(ctx, 'postgres', undefined, decision, { tls: viaTls }, this.identity);
           return this.connectAndForward(client, Buffer.concat([v.raw, v.rest]));
         }
         case 'startup': {
           const user = v.startup.user;
           const dbUser = user === undefined ? undefined : serverRoleName(user);
           const parseProblem = user === undefined ? 'the StartupMessage has no "user" parameter' : undefined;
-          const decision = await decideSafely(ctx, { identity: ctx.identity, dbUser, ...(parseProblem ? { parseProblem } : {}) });
-          recordDecision(ctx, 'postgres', dbUser, decision, { tls: viaTls, ...(user !== undefined && dbUser !== user ? { truncatedFrom: user } : {}) });
+          const decision = await decideSafely(ctx, { identity: this.identity, dbUser, ...(parseProblem ? { parseProblem } : {}) });
+          recordDecision(ctx, 'postgres', dbUser, decision, { tls: viaTls, ...(user !== undefined && dbUser !== user ? { truncatedFrom: user } : {}) }, this.identity);
           if (!decision.allow) return this.refuse(client, decision.message);
           return this.connectAndForward(client, Buffer.concat([v.raw, v.rest]));
         }
@@ -156,11 +173,12 @@ class PostgresSession {
           const first = read.received;
           if (first[0] === TLS_HANDSHAKE_RECORD && !viaTls && !sslAnswered) {
             if (ctx.tls.mode === 'refuse') return this.closeWithLog(client, 'a direct TLS handshake (sslnegotiation=direct) on a listener that refuses TLS; closing');
-            const accepted = await acceptTls(client, first, { secureContext: ctx.tls.secureContext, ALPNProtocols: [PG_ALPN] }, deadline);
+            const accepted = await acceptClientTls(ctx, client, first, deadline, [PG_ALPN]);
             if (!accepted.ok) return this.closeWithLog(client, 'direct TLS with the client failed; closing', { reason: accepted.reason });
             client = this.streams.add(accepted.socket);
             if (accepted.socket.alpnProtocol !== PG_ALPN) return this.closeWithLog(client, `direct TLS without ALPN "${PG_ALPN}"; closing`);
             viaTls = true;
+            this.learnIdentity(await identityAfterTls(ctx, accepted, deadline));
             sslAnswered = true;
             gssAnswered = true;
             continue;
@@ -171,11 +189,11 @@ class PostgresSession {
               reason: 'unparsable',
               message: `warpstone dbrelay: an encryption or cancel request the relay cannot read (${v.reason}) is never passed on`,
             };
-            recordDecision(ctx, 'postgres', undefined, decision, { tls: viaTls });
+            recordDecision(ctx, 'postgres', undefined, decision, { tls: viaTls }, this.identity);
             return this.closeWithLog(client, 'closing after an unreadable negotiation request');
           }
-          const decision = await decideSafely(ctx, { identity: ctx.identity, dbUser: undefined, parseProblem: v.reason });
-          recordDecision(ctx, 'postgres', undefined, decision, { tls: viaTls });
+          const decision = await decideSafely(ctx, { identity: this.identity, dbUser: undefined, parseProblem: v.reason });
+          recordDecision(ctx, 'postgres', undefined, decision, { tls: viaTls }, this.identity);
           if (!decision.allow) return this.refuse(client, decision.message);
           return this.connectAndForward(client, first);
         }
@@ -197,7 +215,7 @@ class PostgresSession {
       const connected = await race(this.ctx.connectUpstream(), deadline, (late) => late.destroy());
       if (!connected.ok) {
         const why = connected.timeout ? `no connection within ${deadline.ms / 1000} s` : errorMessage(connected.error);
-        this.ctx.log.warn({ protocol: 'postgres', reason: why }, 'cannot reach the database; the client gets an error');
+        this.log.warn({ protocol: 'postgres', reason: why }, 'cannot reach the database; the client gets an error');
         await closeWithReply(client, buildErrorResponse(`warpstone dbrelay: cannot reach the database: ${why}`, { code: '08006' }));
         return undefined;
       }

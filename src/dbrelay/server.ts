@@ -1,14 +1,17 @@
-// The database relay as one object: opens the audit files, starts the known-users sources and
-// one policy per listener, binds every listener (sockets are created while still root), drops
-// privileges to the configured account, then dials the relays of tunnel listeners. stop()
-// closes everything in reverse; the CLI calls it on SIGINT/SIGTERM.
+// The database relay as one object: opens the audit files and the bans' store (when a `bans:`
+// section is configured), starts the known-users sources and one policy per listener, binds
+// every listener (sockets are created while still root), drops privileges to the configured
+// account, then dials the relays of tunnel listeners. stop() closes everything in reverse; the
+// CLI calls it on SIGINT/SIGTERM.
 // Owns: start order, privilege drop, shutdown. Must not: parse protocols, decide policy or
 // accept connections itself (listeners.ts does).
 import type { Logger } from '../common/log.js';
 import { dropPrivileges, runningAsRoot } from '../common/privileges.js';
+import { errorMessage } from '../common/errors.js';
 import type { DbRelayConfig, ListenerConfig, TunnelListenerConfig } from './config.js';
 import { AuditFile } from './audit-file.js';
 import { createKnownUsers, type KnownUsers, type KnownUsersLookup } from './known-users.js';
+import { DbBans } from './bans.js';
 import { startListener, startTunnels, type ListenerParts, type RunningListener } from './listeners.js';
 import type { DbProtocol, DbSessionHandler, Decision, DecisionInput } from './types.js';
 
@@ -29,6 +32,7 @@ export class DbRelay {
   readonly listeners: RunningListener[] = [];
   private readonly audits = new Map<string, AuditFile>();
   private readonly knownUsers = new Map<string, KnownUsers>();
+  private bans: DbBans | undefined;
   private started = false;
   private stopped = false;
 
@@ -63,6 +67,8 @@ export class DbRelay {
       decide: createPolicy({ strict: config.policy.strict, mapping: config.policy.mapping, knownUsers: this.known(config) }),
       audit: this.audit(config.policy.audit),
       log: log.child({ listener: config.name }),
+      // only sockets with a source address are banned (the listeners of kind tcp and tls)
+      ...(this.bans && (config.kind === 'tcp' || config.kind === 'tls') ? { bans: this.bans } : {}),
     };
   }
 
@@ -72,6 +78,10 @@ export class DbRelay {
     const { config, log } = this.options;
     try {
       // Files and sockets first, while we may still be root.
+      if (config.bans) {
+        this.bans = await DbBans.open(config.bans, log.child({ part: 'bans' }));
+        await this.bans.start();
+      }
       const all = config.listeners.map((l) => this.parts(l));
       for (const known of this.knownUsers.values()) known.start();
       for (const parts of all) {
@@ -110,6 +120,7 @@ export class DbRelay {
     if (this.stopped) return;
     this.stopped = true;
     await Promise.allSettled(this.listeners.map((l) => l.stop()));
+    await this.bans?.stop().catch((err: unknown) => this.options.log.error({ err: errorMessage(err) }, 'stopping the bans failed'));
     await Promise.allSettled([...this.knownUsers.values()].map((k) => k.stop()));
     for (const sink of this.audits.values()) sink.close();
   }

@@ -1,7 +1,8 @@
 // What the database relay's two protocol sessions (mysql-session.ts, postgres-session.ts) share:
 // the tunables of a session, a handshake deadline, reading from a stream until a parser gives a
 // verdict, switching a stream to TLS in the middle of a conversation (as server towards the
-// client, as client towards the database), refusing with a last message, recording a decision
+// client, optionally asking for its certificate, and as client towards the database), learning
+// the identity from that certificate, refusing with a last message, recording a decision
 // (audit event + one log line) and the final byte pipe with its closing log line.
 // Owns: session plumbing. Must not: know a protocol's bytes or decide policy.
 import net from 'node:net';
@@ -12,7 +13,7 @@ import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { MYSQL_MAX_HANDSHAKE_BYTES } from './mysql.js';
 import { PG_MAX_STARTUP_BYTES } from './postgres.js';
-import type { DbAuditEvent, DbProtocol, DbSessionContext, Decision, DecisionInput } from './types.js';
+import type { ClientIdentity, DbAuditEvent, DbProtocol, DbSessionContext, Decision, DecisionInput, PeerVerification } from './types.js';
 
 /**
  * Tunables of a protocol session. The handshake and idle timeouts come from the listener
@@ -160,9 +161,23 @@ export function readUntilVerdict<T extends { kind: string }>(stream: Duplex, pus
 // ---------------------------------------------------------------------------------------------
 // TLS in the middle of a conversation
 
-export type TlsOutcome = { ok: true; socket: tls.TLSSocket } | { ok: false; reason: string };
+export type TlsOutcome = { ok: true; socket: tls.TLSSocket; verification?: PeerVerification } | { ok: false; reason: string };
 
-function awaitHandshake(socket: tls.TLSSocket, event: 'secure' | 'secureConnect', deadline: Deadline, peer: string): Promise<TlsOutcome> {
+/**
+ * OpenSSL's verdict on the client's certificate. A TLSSocket made by hand (as here, in the
+ * middle of a conversation) is not given it: Node's tls.Server sets `authorized` and
+ * `authorizationError` in its own 'secure' handler (onServerSocketSecure), from the handle's
+ * verifyError(). The same call is made here. It is not public API, so its absence fails closed:
+ * no verdict, no identity.
+ */
+export function peerVerification(socket: tls.TLSSocket): PeerVerification {
+  const handle = (socket as unknown as { _handle?: { verifyError?: () => (Error & { code?: string }) | null | undefined } })._handle;
+  if (typeof handle?.verifyError !== 'function') return { authorized: false, error: 'the TLS layer gave no verification result' };
+  const error = handle.verifyError();
+  return error ? { authorized: false, error: error.code ?? error.message } : { authorized: true, error: undefined };
+}
+
+function awaitHandshake(socket: tls.TLSSocket, event: 'secure' | 'secureConnect', deadline: Deadline, peer: string, verify = false): Promise<TlsOutcome> {
   return new Promise((resolve) => {
     let done = false;
     const finish = (outcome: TlsOutcome): void => {
@@ -175,7 +190,7 @@ function awaitHandshake(socket: tls.TLSSocket, event: 'secure' | 'secureConnect'
       if (!outcome.ok) socket.destroy();
       resolve(outcome);
     };
-    const onSecure = (): void => finish({ ok: true, socket });
+    const onSecure = (): void => finish(verify ? { ok: true, socket, verification: peerVerification(socket) } : { ok: true, socket });
     const onError = (err: Error): void => finish({ ok: false, reason: `TLS handshake with the ${peer} failed: ${err.message}` });
     const onClose = (): void => finish({ ok: false, reason: `the ${peer} closed the connection during the TLS handshake` });
     const unsubscribe = deadline.onExpire(() => finish({ ok: false, reason: `the TLS handshake with the ${peer} did not finish within ${deadline.ms / 1000} s` }));
@@ -189,16 +204,52 @@ function awaitHandshake(socket: tls.TLSSocket, event: 'secure' | 'secureConnect'
  * Makes the relay the TLS server on `raw`, which the client is about to use for its TLS
  * handshake. `pending` are bytes already read from `raw` that belong to that handshake (the start
  * of the ClientHello); they are put back first. Node 20 reads them from the wrapped socket.
+ * With `requestCert` the client is asked for its certificate (verified against the CA in the
+ * context) and the outcome carries OpenSSL's verdict; a missing or unverified certificate does
+ * not fail the handshake, so the session can refuse in the protocol's words, saying why.
  */
-export function acceptTls(raw: Duplex, pending: Buffer, options: { secureContext: tls.SecureContext; ALPNProtocols?: string[] }, deadline: Deadline): Promise<TlsOutcome> {
+export function acceptTls(
+  raw: Duplex,
+  pending: Buffer,
+  options: { secureContext: tls.SecureContext; ALPNProtocols?: string[]; requestCert?: boolean },
+  deadline: Deadline,
+): Promise<TlsOutcome> {
   raw.pause();
   if (pending.length > 0) raw.unshift(pending);
+  const requestCert = options.requestCert === true;
   const socket = new tls.TLSSocket(raw as net.Socket, {
     isServer: true,
     secureContext: options.secureContext,
+    ...(requestCert ? { requestCert: true, rejectUnauthorized: false } : {}),
     ...(options.ALPNProtocols ? { ALPNProtocols: options.ALPNProtocols } : {}),
   });
-  return awaitHandshake(socket, 'secure', deadline, 'client');
+  return awaitHandshake(socket, 'secure', deadline, 'client', requestCert);
+}
+
+/** acceptTls as the session's context asks for it (the client's certificate requested or not). */
+export function acceptClientTls(
+  context: DbSessionContext,
+  raw: Duplex,
+  pending: Buffer,
+  deadline: Deadline,
+  ALPNProtocols?: string[],
+): Promise<TlsOutcome> {
+  if (context.tls.mode !== 'terminate') return Promise.resolve({ ok: false, reason: 'this listener does not terminate TLS' });
+  return acceptTls(raw, pending, { secureContext: context.tls.secureContext, requestCert: context.tls.requestClientCert, ...(ALPNProtocols ? { ALPNProtocols } : {}) }, deadline);
+}
+
+/**
+ * The identity after the client's TLS handshake: from its certificate when the listener takes
+ * identities that way (context.identifyFromPeer), else the identity known at accept. A lookup
+ * that fails or outlives the deadline gives no identity (the policy then refuses).
+ */
+export async function identityAfterTls(context: DbSessionContext, accepted: { socket: tls.TLSSocket; verification?: PeerVerification }, deadline: Deadline): Promise<ClientIdentity> {
+  if (!context.identifyFromPeer) return context.identity;
+  const verification = accepted.verification ?? { authorized: false, error: 'the client was not asked for a certificate' };
+  const r = await race(context.identifyFromPeer({ socket: accepted.socket, verification }), deadline);
+  if (r.ok) return r.value;
+  const why = r.timeout ? `no answer within ${deadline.ms / 1000} s` : errorMessage(r.error);
+  return { name: undefined, source: context.identity.source, detail: `the client certificate could not be checked: ${why}` };
 }
 
 /**
@@ -274,9 +325,15 @@ export async function decideSafely(context: DbSessionContext, input: DecisionInp
   }
 }
 
-/** One audit event and one log line per decision. */
-export function recordDecision(context: DbSessionContext, protocol: DbProtocol, dbUser: string | undefined, decision: Decision, extra: Record<string, unknown> = {}): void {
-  const { identity } = context;
+/** One audit event and one log line per decision; `identity` is the session's (see identityAfterTls). */
+export function recordDecision(
+  context: DbSessionContext,
+  protocol: DbProtocol,
+  dbUser: string | undefined,
+  decision: Decision,
+  extra: Record<string, unknown> = {},
+  identity: ClientIdentity = context.identity,
+): void {
   const event: DbAuditEvent = {
     time: new Date(),
     listener: context.listener,
@@ -295,7 +352,9 @@ export function recordDecision(context: DbSessionContext, protocol: DbProtocol, 
   } catch (err) {
     context.log.error({ err: errorMessage(err) }, 'audit record failed');
   }
-  const fields = { protocol, identitySource: identity.source, dbUser, decision: event.decision, reason: decision.reason, ...extra };
+  // A listener binds the identity it knew at accept into the session's logger; a later one is added here.
+  const later = identity === context.identity ? {} : { identity: identity.name };
+  const fields = { protocol, ...later, identitySource: identity.source, dbUser, decision: event.decision, reason: decision.reason, ...extra };
   if (decision.allow) context.log.info(fields, decision.message);
   else context.log.warn(fields, decision.message);
 }
@@ -304,6 +363,8 @@ export function recordDecision(context: DbSessionContext, protocol: DbProtocol, 
 // The pipe
 
 export interface PipeHooks {
+  /** the session's logger when it is not context.log (an identity learnt after accept) */
+  log?: Logger;
   /** called right after the splice starts (a watcher may prepend its own 'data' listener) */
   onStarted?(handle: SpliceHandle): void;
   /** extra fields for the closing log line */
@@ -321,7 +382,7 @@ export async function pipeAndLog(context: DbSessionContext, protocol: DbProtocol
   if (clientEnded) upstream.end();
   if (upstreamEnded) client.end();
   const result = await handle.done;
-  context.log.info(
+  (hooks.log ?? context.log).info(
     {
       protocol,
       toDatabase: result.aToB,

@@ -3,6 +3,8 @@
 // Listeners (listeners.ts) find the identity and open the upstream; sessions (mysql-session.ts,
 // postgres-session.ts) read the DB user from the first client packet, ask the policy, and either
 // refuse in the protocol's own words or become a byte pipe.
+// Listeners may also learn the identity later, from the certificate a client sends inside the
+// protocol's own TLS upgrade (`identifyFromPeer`, called by the session after that handshake).
 // Owns: these shapes. Must not: hold behaviour.
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
@@ -23,12 +25,28 @@ export type IdentitySource =
   /** RFC 1413 answer from the client host's identd */
   | 'ident';
 
+/**
+ * Why a client certificate gave no identity, in words that map onto the relay's ban failure
+ * reasons (`tls-<problem>`). Set only by certificate identities: an IDENT or UNIX source
+ * without a name has no problem worth a ban (see bans.ts).
+ */
+export type CertificateProblem = 'no-certificate' | 'unknown-ca' | 'expired' | 'not-yet-valid' | 'revoked' | 'unknown-certificate';
+
 export interface ClientIdentity {
   /** the name the identity source vouches for; undefined when it gave none */
   name: string | undefined;
   source: IdentitySource;
   /** why there is no name, or what stands behind it (e.g. "uid 1001", "ident: NO-USER") */
   detail?: string;
+  /** certificate sources without a name: what was wrong with the certificate (undefined: our own failure, e.g. the store) */
+  problem?: CertificateProblem;
+}
+
+/** OpenSSL's verdict on a client certificate, read once the TLS handshake is complete. */
+export interface PeerVerification {
+  authorized: boolean;
+  /** OpenSSL's error code when not authorized ("SELF_SIGNED_CERT_IN_CHAIN", "CERT_HAS_EXPIRED", ...) */
+  error: string | undefined;
 }
 
 /** Why the policy allowed or refused; stable words for logs, audit and tests. */
@@ -46,7 +64,9 @@ export type DecisionReason =
   /** a protocol step the listener's configuration refuses (e.g. TLS requested, tls: refuse) */
   | 'refused-by-config'
   /** a pass-through request with no user (PostgreSQL CancelRequest) */
-  | 'pass-through';
+  | 'pass-through'
+  /** the source address is banned (bans.ts): refused at accept, before anything was read */
+  | 'banned';
 
 export interface Decision {
   allow: boolean;
@@ -88,6 +108,7 @@ export interface DbSessionContext {
   client: Duplex;
   /** client address for logs and audit */
   source: string;
+  /** who the client is, as known at accept (see identifyFromPeer for identities that come later) */
   identity: ClientIdentity;
   /** opens a new connection to the database; rejects with a message fit for the client */
   connectUpstream(): Promise<Duplex>;
@@ -97,8 +118,17 @@ export interface DbSessionContext {
    * `terminate` with this context and read the user inside, or `refuse`: MySQL gets an ERR
    * packet saying so; PostgreSQL gets 'N' (the client then goes on in clear text or, with
    * sslmode=require, stops with its own message) and the refusal is logged.
+   * `requestClientCert`: ask the client for its certificate during that handshake (the context
+   * then holds the CA it is verified against); set exactly when `identifyFromPeer` is.
    */
-  tls: { mode: 'terminate'; secureContext: tls.SecureContext } | { mode: 'refuse' };
+  tls: { mode: 'terminate'; secureContext: tls.SecureContext; requestClientCert: boolean } | { mode: 'refuse' };
+  /**
+   * Listeners whose identity is the certificate the client sends inside the protocol's TLS
+   * (`kind: tcp, identity: certificate`): called by the session right after the TLS handshake
+   * it accepted, before the decision. From then on the session uses the returned identity in
+   * place of `identity` (which, before TLS, says that no certificate was sent). Never rejects.
+   */
+  identifyFromPeer?(peer: { socket: tls.TLSSocket; verification: PeerVerification }): Promise<ClientIdentity>;
   audit: DbAuditSink;
   log: Logger;
   /** bounds: handshake must complete within this, idle pipes close after that (ms, 0 = never) */

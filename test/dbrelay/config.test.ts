@@ -92,7 +92,7 @@ listeners:
   assert.equal(config.user, undefined);
   const byName = new Map<string, ListenerConfig>(config.listeners.map((l) => [l.name, l]));
   const dev = byName.get('dev');
-  assert.ok(dev?.kind === 'tcp');
+  assert.ok(dev?.kind === 'tcp' && dev.identity === 'ident');
   assert.deepEqual(dev.listen, { host: '127.0.0.1', port: 3307 });
   assert.deepEqual(dev.ident, { port: 113, timeoutMs: 3000 });
   assert.deepEqual(dev.upstream, { protocol: 'mysql', transport: 'tcp', address: { host: '127.0.0.1', port: 3306 }, url: 'mysql://127.0.0.1:3306' });

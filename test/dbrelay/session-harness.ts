@@ -126,7 +126,7 @@ export async function startSessionRelay(options: RelayOptions): Promise<SessionR
           upstream.once('error', (err) => reject(new Error(`the database at 127.0.0.1:${options.upstreamPort} refused: ${err.message}`)));
         }),
       decide,
-      tls: options.tls ? { mode: 'terminate', secureContext: options.tls } : { mode: 'refuse' },
+      tls: options.tls ? { mode: 'terminate', secureContext: options.tls, requestClientCert: false } : { mode: 'refuse' },
       audit: { record: (e) => audit.push(e) },
       log: log.child({ source }),
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5_000,
