@@ -13,7 +13,7 @@ import { openStore } from '../store/open.js';
 import { Relay } from '../relay/relay.js';
 import { RelayEvents } from '../ops/events.js';
 import { BanGuard } from '../guard/bans.js';
-import { BAN_DEFAULTS, banSettingsFromFlags, type BanFlags } from '../guard/ban-settings.js';
+import { BAN_DEFAULTS, banSettingsFromFlags, defaultBanSettings, type BanFlags } from '../guard/ban-settings.js';
 import { AUDIT_DEFAULTS, AuditLog } from '../guard/audit.js';
 import { parseDuration } from '../guard/duration.js';
 import { Alerter } from '../ops/alerts.js';
@@ -77,10 +77,11 @@ export function register(program: Command): void {
 
       const store = await openStore(paths.store);
       const events = new RelayEvents();
-      const bans = banSettings ? new BanGuard(store, events, log.child({ part: 'bans' }), banSettings) : undefined;
+      // --no-ban turns off automatic bans only: the admin's `warpstone ban add` must still hold
+      const bans = new BanGuard(store, events, log.child({ part: 'bans' }), banSettings ?? { ...defaultBanSettings(), automatic: false });
       const audit = new AuditLog(store, events, log.child({ part: 'audit' }), { ...(auditFile ? { file: auditFile } : {}), retentionMs });
       const alerts = alertDestinations.length > 0 ? new Alerter({ events, store, destinations: alertDestinations, log: log.child({ part: 'alerts' }) }) : undefined;
-      const relay = new Relay({ home: opts.home, listen, store, log, idleTimeoutMs, events, ...(bans ? { admission: bans } : {}) });
+      const relay = new Relay({ home: opts.home, listen, store, log, idleTimeoutMs, events, admission: bans });
       let adminHttp: AdminHttp | undefined;
       onShutdown(async () => {
         log.info('stopping');
@@ -89,12 +90,12 @@ export function register(program: Command): void {
         // after the relay (its last events are folded in), before the store closes
         await alerts?.stop();
         await audit.stop();
-        await bans?.stop();
+        await bans.stop();
         await store.close();
       });
       const account = opts.user ? lookupAccount(opts.user) : undefined;
-      await bans?.start();
-      if (!bans) log.warn('automatic bans are off (--no-ban)');
+      await bans.start();
+      if (!banSettings) log.warn('automatic bans are off (--no-ban); bans added with `warpstone ban add` still apply');
       await audit.start();
       await alerts?.start();
       await relay.start();

@@ -39,6 +39,8 @@ export interface BanSettings {
   ignore: CidrList;
   maxTracked: number;
   pollMs: number;
+  /** false with --no-ban: failures ban nobody, but bans added with `warpstone ban add` still apply */
+  automatic?: boolean;
 }
 
 /** The flags of `warpstone relay` that shape bans, as commander hands them over (strings). */

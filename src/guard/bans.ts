@@ -75,7 +75,7 @@ export class BanGuard {
         prefix: `/${this.settings.prefixLengths.v4} IPv4, /${this.settings.prefixLengths.v6} IPv6`,
         ignore: this.settings.ignore.toStrings(),
       },
-      'bans enabled',
+      this.settings.automatic === false ? 'automatic bans off; bans added with `warpstone ban add` apply' : 'bans enabled',
     );
   }
 
@@ -154,6 +154,7 @@ export class BanGuard {
   }
 
   private onFailure(e: RelayEventMap['failure']): void {
+    if (this.settings.automatic === false) return;
     const ip = parseIp(hostOfSource(e.source));
     if (!ip) return;
     if (this.settings.ignore.size > 0 && this.settings.ignore.match(ip)) return;

@@ -252,3 +252,16 @@ test('a ban also closes what the source already holds: an authenticated client e
   assert.ok(statuses.every((s) => s === 403 || s === 404), statuses.join(','));
   await waitForLog(relay, (l) => l.msg === 'closed the connections of a banned source' && l.connections === 1, 5_000, 'ban closing the live session');
 });
+
+test('--no-ban: failures ban nobody, but a ban added with `warpstone ban add` still drops the source', async () => {
+  const home = await makeHome(cleanup);
+  const port = await freePort();
+  const relay = await startRelay(home, port, ['--no-ban', '--ban-maxretry', '2']);
+  assert.match(relay.output(), /automatic bans are off \(--no-ban\); bans added with `warpstone ban add` still apply/);
+  const hello = await captureClientHello();
+  for (let i = 0; i < 5; i++) assert.equal((await tlsAttempt(port, '127.0.0.6', home.caPem)).handshake, true, `attempt ${i + 1}: never banned automatically`);
+  const add = await runWarpstone(['ban', 'add', '127.0.0.6', '--for', '1h'], home.env);
+  assert.equal(add.code, 0, add.stderr);
+  await waitForLog(relay, (l) => l.msg === 'ban added by an admin' && l.prefix === '127.0.0.6/32', 5_000, 'the relay to load the admin ban');
+  await assertDroppedBeforeTls(relay, port, '127.0.0.6', hello, relay.output().length);
+});
