@@ -78,6 +78,9 @@ export function describeDbRelayConfig(config: DbRelayConfig): string {
       `listener '${l.name}' ${where(l)}, upstream ${l.upstream.url}, strict: ${p.strict ? 'yes' : 'no'}, ` +
         `client TLS: ${p.clientTls.mode === 'terminate' ? `terminated here (${p.clientTls.certFile})` : 'refused'}`,
     );
+    if (l.kind === 'tcp' && l.identity === 'ident') {
+      lines.push(`  IDENT believed only from (ident_from): ${l.identFrom.toStrings().join(', ')}; clients from elsewhere have no identity and are refused`);
+    }
     lines.push(`  mapping: ${describeMapping(p.mapping)}`);
     lines.push(`  known DB users: ${describeKnownUsers(p.knownUsers)}`);
     lines.push(

@@ -6,11 +6,11 @@
 // becomes the guard's BanSettings (same defaults and bounds as the relay's --ban-* flags) and the
 // warpstone home whose store keeps the bans.
 // Owns: the file format and its meaning. Must not: open sockets, query databases or decide policy.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, realpathSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import { isAbsolute, resolve as resolvePath, dirname } from 'node:path';
+import { isAbsolute, resolve as resolvePath, dirname, join as joinPath } from 'node:path';
 import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Document } from 'yaml';
 import { z } from 'zod';
 import { parseHostPort, type HostPort } from '../common/hostport.js';
@@ -32,6 +32,8 @@ export const DBRELAY_DEFAULTS = {
   knownUsersEveryMs: 60_000,
   maxConnections: 512,
   unixMode: 0o660,
+  /** IDENT answers are believed only from these client addresses unless ident_from says otherwise */
+  identFrom: ['127.0.0.0/8', '::1'],
 } as const;
 
 export type ListenerKind = 'tcp' | 'tls' | 'unix' | 'per-user' | 'tunnel';
@@ -103,6 +105,11 @@ interface TcpListenerBase extends ListenerCommon {
 export interface TcpIdentListenerConfig extends TcpListenerBase {
   identity: 'ident';
   ident: { port: number; timeoutMs: number };
+  /**
+   * Client addresses whose identd is believed (`ident_from`; default loopback only). Anyone can
+   * run an identd that names any user, so a client from elsewhere gets no identity.
+   */
+  identFrom: CidrList;
 }
 
 /**
@@ -251,6 +258,7 @@ const ListenerSchemas = {
       listen: z.string().min(1),
       identity: z.enum(['ident', 'certificate']).optional(),
       ident: z.object({ port: z.number().int().min(1).max(65535).optional(), timeout: Duration.optional() }).strict().optional(),
+      ident_from: z.array(z.string().min(1)).min(1).optional(),
       client_ca: z.string().min(1).optional(),
       client_ou: z.string().min(1).optional(),
       home: z.string().min(1).optional(),
@@ -610,6 +618,76 @@ function lookupGroup(name: string, at: Located, path: FieldPath): { name: string
   return { name, gid };
 }
 
+/** `ident_from`: CIDR blocks (a bare address is that host only), each error at its own line. */
+function identSources(texts: string[], at: Located, path: FieldPath): CidrList {
+  return new CidrList(
+    texts.map((text, i) => {
+      try {
+        return parseCidr(text, 'ident_from', { v4: 32, v6: 128 });
+      } catch (err) {
+        throw at.error([...path, i], `${errorMessage(err).replace(/^ident_from: /, '')} (ident_from lists the client networks whose identd is believed, e.g. [127.0.0.0/8, "::1", 10.1.2.0/24])`);
+      }
+    }),
+  );
+}
+
+/** Where per-user sockets belong: root's, created 0755 by the relay when missing (listeners.ts). */
+export const PER_USER_SOCKET_DIR = '/run/warpstone';
+
+/** The directories from `dir` up to `/`, deepest first. */
+function ancestors(dir: string): string[] {
+  const out: string[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    out.push(d);
+    if (d === dirname(d)) return out;
+  }
+}
+
+/** Why a directory on a per-user socket's path is unsafe (not root's, or open to others without the sticky bit); undefined when safe or absent. */
+function unsafeDirectory(dir: string): string | undefined {
+  let st;
+  try {
+    st = lstatSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // only its owner (checked above it) can create it
+    return `${dir} cannot be inspected: ${errorMessage(err)}`;
+  }
+  if (st.isSymbolicLink()) return st.uid === 0 ? undefined : `${dir} is a symlink owned by uid ${st.uid}, not root`;
+  if (!st.isDirectory()) return `${dir} is not a directory`;
+  if (st.uid !== 0) return `${dir} is owned by uid ${st.uid}, not root`;
+  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) return `${dir} is writable by ${(st.mode & 0o020) !== 0 ? 'its group' : 'others'} (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}) without the sticky bit`;
+  return undefined;
+}
+
+/**
+ * A per-user socket is bound by root and then given to its user (lchown). If a user controls
+ * any directory above it (/home/{user}/db.sock), they can swap a path component for a symlink
+ * between the bind and the chown and have root chown a file of their choosing. So every
+ * directory from the socket's parent up to / (and up the real path, when symlinks are on the
+ * way) must be root's and not writable by group or others, unless sticky (/tmp).
+ */
+export function perUserSocketDirectoryProblem(socket: string): string | undefined {
+  const dirs = ancestors(dirname(socket));
+  for (const d of dirs) {
+    const problem = unsafeDirectory(d);
+    if (problem) return problem;
+  }
+  const existing = dirs.find((d) => existsSync(d));
+  if (existing === undefined) return undefined;
+  let real: string;
+  try {
+    real = realpathSync(existing);
+  } catch (err) {
+    return `${existing} cannot be resolved: ${errorMessage(err)}`;
+  }
+  if (real === existing) return undefined;
+  for (const d of ancestors(real)) {
+    const problem = unsafeDirectory(d);
+    if (problem) return `${problem} (on the real path of ${existing})`;
+  }
+  return undefined;
+}
+
 function socketPath(value: string, at: Located, path: FieldPath): string {
   if (!isAbsolute(value)) throw at.error(path, `'${value}' must be an absolute path`);
   // sockaddr_un holds 108 bytes including the final NUL
@@ -666,9 +744,11 @@ function resolveListener(raw: unknown, index: number, top: z.infer<typeof TopSch
         }
         const timeoutMs = input.ident?.timeout === undefined ? IDENT_TIMEOUT_MS : parseDuration(input.ident.timeout);
         if (timeoutMs < 100) throw at.error([...path, 'ident', 'timeout'], 'at least 100ms');
-        return { ...common(input), kind: 'tcp', listen, identity: 'ident', ident: { port: input.ident?.port ?? IDENT_PORT, timeoutMs } };
+        const identFrom = input.ident_from === undefined ? CidrList.parse(DBRELAY_DEFAULTS.identFrom, 'ident_from') : identSources(input.ident_from, at, [...path, 'ident_from']);
+        return { ...common(input), kind: 'tcp', listen, identity: 'ident', ident: { port: input.ident?.port ?? IDENT_PORT, timeoutMs }, identFrom };
       }
       if (input.ident !== undefined) throw at.error([...path, 'ident'], 'only used with identity: ident (this listener takes the identity from a client certificate)');
+      if (input.ident_from !== undefined) throw at.error([...path, 'ident_from'], 'only used with identity: ident (this listener takes the identity from a client certificate)');
       const home = homePaths(input.home ?? top.home);
       const clientCert = resolveClientCertificates(input, home, at, path, [...path, 'identity']);
       return { ...common(input, { certificateIdentity: { defaultCertFile: home.relayIdentity } }), kind: 'tcp', listen, identity: 'certificate', clientCert };
@@ -720,7 +800,7 @@ function resolveListener(raw: unknown, index: number, top: z.infer<typeof TopSch
       if (input.sockets) {
         input.sockets.forEach((s, i) => entries.push({ user: s.user, path: s.path, where: [...path, 'sockets', i] }));
       } else {
-        if (!input.pattern) throw at.error(path, 'a per-user listener needs sockets: [{user, path}] or pattern: /home/{user}/db.sock with users: [...]');
+        if (!input.pattern) throw at.error(path, 'a per-user listener needs sockets: [{user, path}] or pattern: /run/warpstone/{user}.sock with users: [...]');
         if (!input.pattern.includes('{user}')) throw at.error([...path, 'pattern'], "the pattern must contain '{user}'");
         if (!input.users) throw at.error([...path, 'pattern'], 'a pattern needs users: [...]');
         const pattern = input.pattern;
@@ -732,6 +812,13 @@ function resolveListener(raw: unknown, index: number, top: z.infer<typeof TopSch
         const p = socketPath(e.path, at, e.where);
         if (seen.has(p)) throw at.error(e.where, `socket path ${p} is listed twice`);
         seen.add(p);
+        const unsafe = perUserSocketDirectoryProblem(p);
+        if (unsafe) {
+          throw at.error(
+            input.sockets ? [...e.where, 'path'] : [...path, 'pattern'],
+            `per-user socket ${p}: ${unsafe}. The relay binds the socket as root and then gives it to ${acct.name}; whoever can change a directory on that path could swap in a symlink between the two and have root hand over another file. Use a directory only root can write, e.g. pattern: ${joinPath(PER_USER_SOCKET_DIR, '{user}.sock')} (the relay creates ${PER_USER_SOCKET_DIR}, 0755 root, if missing)`,
+          );
+        }
         return { user: acct.name, uid: acct.uid, gid: acct.gid, path: p };
       });
       return { ...common(input), kind: 'per-user', sockets };

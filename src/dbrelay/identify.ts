@@ -1,5 +1,5 @@
 // Who is at the other end of one accepted database connection, per listener kind: the IDENT
-// answer of the client's host (tcp), the CN of a verified client certificate (tls, or tcp with
+// answer of the client's host (tcp; only hosts in the listener's ident_from are asked), the CN of a verified client certificate (tls, or tcp with
 // `identity: certificate`, where the certificate arrives inside the protocol's TLS upgrade), the
 // kernel's peer uid (unix), the owner a per-user socket was made for (per-user), or the
 // warpstone user a relay stream carries (tunnel). Certificates are checked against the warpstone
@@ -12,15 +12,22 @@ import type tls from 'node:tls';
 import { queryIdent, unmapAddress, type IdentResult } from '../identity/ident.js';
 import { peerOf } from '../identity/peercred.js';
 import { errorMessage } from '../common/errors.js';
+import { parseIp, type CidrList } from '../guard/prefix.js';
 import type { CertificateRecord, Store } from '../store/store.js';
 import type { CertificateProblem, ClientIdentity, PeerVerification } from './types.js';
 
-/** Asks the identd of the client's host (RFC 1413) who owns the client's end of `socket`. */
-export async function identIdentity(socket: net.Socket, options: { port: number; timeoutMs: number }): Promise<ClientIdentity> {
+/**
+ * Asks the identd of the client's host (RFC 1413) who owns the client's end of `socket`, when
+ * that host is in `from` (the listener's ident_from). Any host can run an identd answering any
+ * name, so a client from elsewhere gets no identity and no query is made.
+ */
+export async function identIdentity(socket: net.Socket, options: { port: number; timeoutMs: number }, from: CidrList): Promise<ClientIdentity> {
   const { remoteAddress, remotePort, localAddress, localPort } = socket;
   if (!remoteAddress || !remotePort || !localAddress || !localPort) {
     return { name: undefined, source: 'ident', detail: 'ident: the connection closed before its addresses could be read' };
   }
+  const ip = parseIp(remoteAddress);
+  if (!ip || !from.match(ip)) return { name: undefined, source: 'ident', detail: 'ident: source not in ident_from' };
   const host = unmapAddress(remoteAddress);
   let result: IdentResult;
   try {

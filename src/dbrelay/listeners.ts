@@ -11,7 +11,7 @@
 // ever sees).
 import net from 'node:net';
 import tls from 'node:tls';
-import { existsSync, lstatSync, lchownSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, lchownSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../common/log.js';
@@ -22,6 +22,7 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import type { Exposure } from '../agent/expose.js';
 import type { ListenerConfig, TcpListenerConfig, TlsListenerConfig, UnixListenerConfig, PerUserListenerConfig, TunnelListenerConfig, Upstream } from './config.js';
+import { PER_USER_SOCKET_DIR } from './config.js';
 import { peercredAddon } from '../identity/peercred.js';
 import { checkedCertificateIdentity, identIdentity, noCertificateYet, socketOwnerIdentity, tunnelIdentity, unixPeerIdentity } from './identify.js';
 import { DB_BAN_DEFAULTS, bannedMessage, bannedReply, type DbBans } from './bans.js';
@@ -332,8 +333,8 @@ async function startTcp(parts: ListenerParts<TcpListenerConfig>): Promise<Runnin
     options.peerIdentity = { ca: config.clientCert.ca, identify: (peer) => checkedCertificateIdentity(peer.socket, check, peer.verification) };
     identify = () => noCertificateYet();
   } else {
-    const ident = config.ident;
-    identify = (socket) => identIdentity(socket, ident);
+    const { ident, identFrom } = config;
+    identify = (socket) => identIdentity(socket, ident, identFrom);
   }
   const runner = new SessionRunner(parts, options);
   const protocol = config.upstream.protocol;
@@ -411,17 +412,26 @@ async function startTls(parts: ListenerParts<TlsListenerConfig>): Promise<Runnin
 
 /**
  * Makes `path` free for a new socket: a leftover socket nobody answers on is removed; a live
- * one, or anything that is not a socket, is an error (never delete what is not ours).
+ * one, anything that is not a socket, or a socket owned by anyone but root (or the relay's own
+ * account) and `intendedUid` is an error (never delete what is not ours: a user could plant a
+ * socket of their own there and have root remove it, or point the path at something else).
  */
-async function clearStaleSocket(path: string, name: string): Promise<void> {
+async function clearStaleSocket(path: string, name: string, intendedUid?: number): Promise<void> {
   let isSocket: boolean;
+  let owner: number;
   try {
-    isSocket = lstatSync(path).isSocket();
+    const st = lstatSync(path);
+    isSocket = st.isSocket();
+    owner = st.uid;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw new StateError(`listener '${name}': cannot inspect ${path}: ${errorMessage(err)}`, 'WS_LISTEN');
   }
   if (!isSocket) throw new StateError(`listener '${name}': ${path} exists and is not a socket; refusing to replace it`, 'WS_LISTEN');
+  const ours = new Set([0, process.getuid?.() ?? 0, ...(intendedUid === undefined ? [] : [intendedUid])]);
+  if (!ours.has(owner)) {
+    throw new StateError(`listener '${name}': ${path} is a socket owned by uid ${owner}, neither root nor the socket's intended owner; refusing to remove it`, 'WS_LISTEN');
+  }
   const alive = await new Promise<boolean>((resolve) => {
     const probe = net.connect({ path });
     const timer = setTimeout(() => {
@@ -510,6 +520,19 @@ async function startUnix(parts: ListenerParts<UnixListenerConfig>): Promise<Runn
   };
 }
 
+/** Creates PER_USER_SOCKET_DIR (0755, root's: the relay runs as root here) when a socket is to go there and it is missing. */
+function ensurePerUserSocketDir(socket: string): void {
+  if (dirname(socket) !== PER_USER_SOCKET_DIR || existsSync(PER_USER_SOCKET_DIR)) return;
+  const previous = process.umask(0o022);
+  try {
+    mkdirSync(PER_USER_SOCKET_DIR, { mode: 0o755 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new StateError(`cannot create ${PER_USER_SOCKET_DIR}: ${errorMessage(err)}`, 'WS_LISTEN');
+  } finally {
+    process.umask(previous);
+  }
+}
+
 async function startPerUser(parts: ListenerParts<PerUserListenerConfig>): Promise<RunningListener> {
   const runner = new SessionRunner(parts);
   const { config, log } = parts;
@@ -527,7 +550,8 @@ async function startPerUser(parts: ListenerParts<PerUserListenerConfig>): Promis
         runner.accept(socket, source, () => socketOwnerIdentity(entry.user, entry.path));
       });
       watchServer(server, parts);
-      await clearStaleSocket(entry.path, config.name);
+      ensurePerUserSocketDir(entry.path);
+      await clearStaleSocket(entry.path, config.name, entry.uid);
       await listenUnix(server, entry.path, 0o600, config.name, log);
       servers.push({ server, path: entry.path });
       // lchown: never follows a symlink someone put in the socket's place after the bind.

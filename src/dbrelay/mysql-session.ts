@@ -37,8 +37,10 @@
 // handshake response inside TLS is judged.
 //
 // The user name is judged as the server will read it: converted from the client's character set
-// (latin1 and utf8 families; other non-ASCII names are 'unparsable') and cut to the server's
-// buffer, so a name that the server shortens to a known user is judged as that user.
+// (latin1 = Windows-1252 and utf8 families; other non-ASCII names are 'unparsable') and cut to
+// the server's buffer, so a name that the server shortens to a known user is judged as that
+// user. A name that needed a possibly lossy conversion (non-ASCII latin1, invalid utf8, an
+// unconverted charset) is never let through as "unknown to the database" or "unparsable".
 //
 // After the handshake the bytes are not changed. One thing is still watched on the client's
 // side: COM_CHANGE_USER (0x11), which would switch to another database user with that user's
@@ -142,23 +144,60 @@ const UTF8_CHARSETS = new Set([33, 45, 46, 76, 83, 255]);
 for (let id = 192; id <= 247; id++) UTF8_CHARSETS.add(id);
 
 /**
- * The user name as the server will read it: converted from the client's character set to utf8
- * and cut to the server's buffer (MariaDB 384 bytes, MySQL 96), at a character boundary. A name
- * the relay cannot convert is reported as a problem (→ 'unparsable').
+ * Bytes 0x80-0x9F of MariaDB's and MySQL's `latin1`, which is Windows-1252, not ISO-8859-1
+ * (strings/ctype-latin1.c): 0x80 is "€" to the server. The five bytes Windows-1252 leaves
+ * undefined map to the C1 control of the same number, as the server maps them. Not
+ * `new TextDecoder('windows-1252')`: Node 20 (and 22) decode that label as ISO-8859-1
+ * (0x80 → U+0080), the very mismatch this table exists to avoid.
  */
-export function serverUserName(response: HandshakeResponse, greeting: Greeting): { user: string } | { problem: string } {
+const CP1252_HIGH_CONTROLS = [
+  0x20ac, 0x0081, 0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021, 0x02c6, 0x2030, 0x0160, 0x2039, 0x0152, 0x008d, 0x017d, 0x008f,
+  0x0090, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014, 0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0x009d, 0x017e, 0x0178,
+];
+
+/** Decodes bytes as the server's `latin1` (Windows-1252) character set. */
+export function decodeServerLatin1(bytes: Uint8Array): string {
+  let out = '';
+  for (const b of bytes) out += String.fromCharCode(b >= 0x80 && b <= 0x9f ? (CP1252_HIGH_CONTROLS[b - 0x80] as number) : b);
+  return out;
+}
+
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** What serverUserName found: the name (with `lossy` saying which conversion it needed), or why there is none. */
+export type ServerUserName = { user: string; lossy?: string } | { problem: string; lossy: string };
+
+/**
+ * The user name as the server will read it: converted from the client's character set to utf8
+ * and cut to the server's buffer (MariaDB 384 bytes, MySQL 96), at a character boundary.
+ * `lossy` is set whenever the name needed a conversion the server may make differently (any
+ * non-ASCII byte outside a valid utf8 name): the policy then never lets the name through as
+ * "unknown to the database" (policy.ts). Invalid utf8 is decoded with U+FFFD for the checks;
+ * non-ASCII in a character set the relay does not convert gives no name at all (a problem, also
+ * lossy, so refused too).
+ */
+export function serverUserName(response: HandshakeResponse, greeting: Greeting): ServerUserName {
   const bytes = response.userBytes;
   let user: string;
+  let lossy: string | undefined;
   if (bytes.every((b) => b < 0x80)) user = bytes.toString('latin1');
-  else if (response.charset !== undefined && LATIN1_CHARSETS.has(response.charset)) user = bytes.toString('latin1');
-  else if (response.charset !== undefined && UTF8_CHARSETS.has(response.charset)) {
-    user = bytes.toString('utf8');
-    if (!Buffer.from(user, 'utf8').equals(bytes)) return { problem: 'the user name is not valid utf8 in the utf8 character set the client announced' };
+  else if (response.charset !== undefined && LATIN1_CHARSETS.has(response.charset)) {
+    user = decodeServerLatin1(bytes);
+    lossy = `non-ASCII bytes in the latin1 (Windows-1252) client character set ${response.charset}`;
+  } else if (response.charset !== undefined && UTF8_CHARSETS.has(response.charset)) {
+    try {
+      user = STRICT_UTF8.decode(bytes);
+    } catch {
+      user = bytes.toString('utf8');
+      lossy = `the user name is not valid utf8 in the utf8 character set ${response.charset} the client announced; invalid bytes read as U+FFFD`;
+    }
   } else {
-    return { problem: `the user name has non-ASCII bytes in client character set ${response.charset ?? '(none, old protocol)'}, which the relay does not convert` };
+    const problem = `the user name has non-ASCII bytes in client character set ${response.charset ?? '(none, old protocol)'}, which the relay does not convert`;
+    return { problem, lossy: problem };
   }
   const limit = /mariadb/i.test(greeting.serverVersion) ? DB_SESSION_DEFAULTS.mariadbUserMaxBytes : DB_SESSION_DEFAULTS.mysqlUserMaxBytes;
-  return { user: truncateUtf8(user, limit) };
+  const cut = truncateUtf8(user, limit);
+  return lossy === undefined ? { user: cut } : { user: cut, lossy };
 }
 
 /** The longest prefix of `text` whose utf8 encoding fits in `maxBytes`, cut between characters. */
@@ -493,10 +532,12 @@ class MysqlSession {
     // 3. The decision.
     let dbUser: string | undefined;
     let parseProblem: string | undefined;
+    let lossyName: string | undefined;
     if (verdict.kind === 'response') {
       const named = serverUserName(verdict.response, greeting);
       if ('user' in named) dbUser = named.user;
       else parseProblem = named.problem;
+      lossyName = named.lossy;
     } else if (verdict.kind === 'invalid') {
       parseProblem = verdict.reason;
       // A packet carrying CLIENT_SSL would make the database start TLS with the client past the
@@ -508,7 +549,12 @@ class MysqlSession {
         return this.refuse(client, upstream, buildErrPacket({ sequence: 2, code: ER_HANDSHAKE_ERROR, sqlState: '08S01', message: decision.message }));
       }
     }
-    const decision = await decideSafely(ctx, { identity: this.identity, dbUser, ...(parseProblem === undefined ? {} : { parseProblem }) });
+    const decision = await decideSafely(ctx, {
+      identity: this.identity,
+      dbUser,
+      ...(parseProblem === undefined ? {} : { parseProblem }),
+      ...(lossyName === undefined ? {} : { lossyName }),
+    });
     recordDecision(ctx, 'mysql', dbUser, decision, { tls: viaTls }, this.identity);
     const packetSequence = verdict.kind === 'response' ? verdict.packet.sequence : viaTls ? 2 : 1;
     if (!decision.allow) {

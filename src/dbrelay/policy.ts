@@ -5,7 +5,8 @@
 //  1. No identity (name undefined or empty) → deny, reason 'no-identity', strict or not: the
 //     relay exists to tie a login to a person, and nobody is not a person.
 //  2. No DB user (the first packet could not be parsed) → allow, reason 'unparsable', unless
-//     strict (then deny): the parser may be behind the server's protocol.
+//     strict (then deny): the parser may be behind the server's protocol. A name that was read
+//     but could not be converted (input.lossyName set) is denied, strict or not.
 //  3. The mapping allows the DB user → allow, reason 'match'. An identity listed in the mapping
 //     may use exactly its list: the identity's own name is NOT implied (`deploy: [app]` may not
 //     log in as `deploy`); list it when wanted (`alice: [alice, alice_ro]`). An identity absent
@@ -14,7 +15,9 @@
 //     name as the server will read it (charset, truncation).
 //  4. Otherwise ask the known-users lookup:
 //     - false (the database has no such user) → allow, reason 'unknown-db-user', unless strict:
-//       the database will refuse it anyway;
+//       the database will refuse it anyway; but refused when the name needed a conversion that
+//       could be lossy (input.lossyName: latin1 → utf8, invalid UTF-8): the database may read
+//       those bytes as a user that does exist, so "unknown" proves nothing;
 //     - true, or undefined (cannot tell), or a failed lookup → deny, reason 'mismatch'. Not
 //       knowing whether a user exists must not turn a refusal into a login.
 //  A match is decided before the lookup, so allowed logins cost no lookup.
@@ -112,6 +115,9 @@ export function createPolicy(options: PolicyOptions): DecideFn {
     }
     if (dbUser === undefined) {
       const problem = input.parseProblem ? ` (${input.parseProblem})` : '';
+      if (input.lossyName !== undefined) {
+        return { allow: false, reason: 'unparsable', message: `${REFUSED} could not convert the database user in the first packet as the database would${problem}; ${who} is refused (an unconvertible name is never let through, strict or not)` };
+      }
       return strict
         ? { allow: false, reason: 'unparsable', message: `${REFUSED} could not read the database user from the first packet${problem}; ${who} is refused because ${because}` }
         : { allow: true, reason: 'unparsable', message: `could not read the database user from the first packet${problem}; ${who} is let through because ${because}` };
@@ -121,6 +127,13 @@ export function createPolicy(options: PolicyOptions): DecideFn {
       return { allow: true, reason: 'match', message: `${who} may log in as ${target}` };
     }
     const known = await lookup(dbUser);
+    if (known === false && input.lossyName !== undefined) {
+      return {
+        allow: false,
+        reason: 'unknown-db-user',
+        message: `${REFUSED} ${target} does not exist in the database, but the name was converted (${input.lossyName}) and the database may read it as another user; ${who} is refused (a converted name is never let through as unknown, strict or not)`,
+      };
+    }
     if (known === false) {
       return strict
         ? { allow: false, reason: 'unknown-db-user', message: `${REFUSED} ${target} does not exist in the database; ${who} is refused because ${because}` }

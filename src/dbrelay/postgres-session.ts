@@ -13,7 +13,8 @@
 //    StartupMessage inside; with 'refuse', closed with a log line.
 //  - CancelRequest: carries no user; passed through to the database (audited as 'pass-through').
 //    The key in it is what authorises a cancel.
-//  - StartupMessage: the `user` parameter, cut to 63 bytes as the server cuts it, goes to the
+//  - StartupMessage: the `user` parameter, cut to 63 bytes as the server cuts it (raw bytes;
+//    not valid UTF-8 → never let through as an unknown user), goes to the
 //    policy. Refused → ErrorResponse (FATAL, 28000, the decision's message); allowed → the relay
 //    connects to the database, forwards the message and becomes a byte pipe.
 //  - Anything else is 'unparsable' for the policy (allowed unless strict: the parser may be behind
@@ -56,6 +57,24 @@ export function serverRoleName(user: string): string {
   const bytes = Buffer.from(user, 'utf8');
   if (bytes.length <= DB_SESSION_DEFAULTS.pgUserMaxBytes) return user;
   return bytes.subarray(0, DB_SESSION_DEFAULTS.pgUserMaxBytes).toString('utf8');
+}
+
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The role name from the raw `user` bytes, cut to NAMEDATALEN - 1 bytes as the server cuts it.
+ * The server keeps raw bytes and compares them; the relay reads utf8. When the cut bytes are not
+ * valid utf8 (sent that way, or cut inside a character) the relay's name (with U+FFFD) is not the
+ * server's: `lossy` says so, and the policy never lets such a name through as "unknown".
+ */
+export function serverRoleNameFromBytes(userBytes: Buffer): { user: string; lossy?: string } {
+  const cut = userBytes.subarray(0, DB_SESSION_DEFAULTS.pgUserMaxBytes);
+  try {
+    return { user: STRICT_UTF8.decode(cut) };
+  } catch {
+    const where = cut.length < userBytes.length ? ` once cut to ${DB_SESSION_DEFAULTS.pgUserMaxBytes} bytes` : '';
+    return { user: cut.toString('utf8'), lossy: `the user parameter is not valid UTF-8${where}; invalid bytes read as U+FFFD` };
+  }
 }
 
 interface Forward {
@@ -162,9 +181,11 @@ class PostgresSession {
         }
         case 'startup': {
           const user = v.startup.user;
-          const dbUser = user === undefined ? undefined : serverRoleName(user);
+          const role = v.startup.userBytes === undefined ? undefined : serverRoleNameFromBytes(v.startup.userBytes);
+          const dbUser = role?.user;
+          const lossyName = role?.lossy;
           const parseProblem = user === undefined ? 'the StartupMessage has no "user" parameter' : undefined;
-          const decision = await decideSafely(ctx, { identity: this.identity, dbUser, ...(parseProblem ? { parseProblem } : {}) });
+          const decision = await decideSafely(ctx, { identity: this.identity, dbUser, ...(parseProblem ? { parseProblem } : {}), ...(lossyName ? { lossyName } : {}) });
           recordDecision(ctx, 'postgres', dbUser, decision, { tls: viaTls, ...(user !== undefined && dbUser !== user ? { truncatedFrom: user } : {}) }, this.identity);
           if (!decision.allow) return this.refuse(client, decision.message);
           return this.connectAndForward(client, Buffer.concat([v.raw, v.rest]));

@@ -27,6 +27,8 @@ export interface StartupMessage {
   /** parameters as the server reads them: the last value of a repeated key wins */
   parameters: Map<string, string>;
   user: string | undefined;
+  /** the `user` value's raw bytes (the last one, as the server reads it); `user` is their utf8 decoding, U+FFFD for invalid bytes */
+  userBytes: Buffer | undefined;
   /** `database`, or the user name when absent or empty, as the server defaults it */
   database: string | undefined;
 }
@@ -89,6 +91,7 @@ function checkCode(code: number, length: number): { kind: 'invalid'; reason: str
 function parseStartupBody(code: number, body: Buffer): StartupMessage | string {
   const pairs: Array<[string, string]> = [];
   const parameters = new Map<string, string>();
+  let userBytes: Buffer | undefined;
   let offset = 0;
   for (;;) {
     if (offset >= body.length) return 'invalid startup packet layout: expected terminator as last byte';
@@ -99,6 +102,7 @@ function parseStartupBody(code: number, body: Buffer): StartupMessage | string {
     if (valueEnd < 0) return 'invalid startup packet layout: parameter value is missing or not NUL-terminated';
     const key = body.subarray(offset, keyEnd).toString('utf8');
     const value = body.subarray(keyEnd + 1, valueEnd).toString('utf8');
+    if (key === 'user') userBytes = Buffer.from(body.subarray(keyEnd + 1, valueEnd));
     pairs.push([key, value]);
     parameters.set(key, value);
     offset = valueEnd + 1;
@@ -112,6 +116,7 @@ function parseStartupBody(code: number, body: Buffer): StartupMessage | string {
     pairs,
     parameters,
     user,
+    userBytes,
     database: database === undefined || database === '' ? user : database,
   };
 }

@@ -81,6 +81,13 @@ export interface DecisionInput {
   dbUser: string | undefined;
   /** when dbUser is undefined: what the parser said */
   parseProblem?: string;
+  /**
+   * Set when reading the DB user needed a conversion the server may not make the same way
+   * (non-ASCII bytes in a non-UTF-8 client charset, bytes that are not valid UTF-8): says which.
+   * The relay's name may then differ from the one the server logs in, so "that user does not
+   * exist" proves nothing and is refused even when the listener is not strict.
+   */
+  lossyName?: string;
 }
 
 export interface DbAuditEvent {

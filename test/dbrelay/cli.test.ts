@@ -57,7 +57,7 @@ listeners:
     known_users_query: { url: "postgres://postgres:secret@127.0.0.1:5432/postgres", every: 2m }
   - name: homes
     kind: per-user
-    pattern: /home/{user}/db.sock
+    pattern: /run/warpstone/{user}.sock
     users: [root]
     upstream: mysql://127.0.0.1:3306
     known_users: [root, app]
@@ -72,6 +72,7 @@ listeners:
     lines.includes("listener 'dev' on 127.0.0.1:3307: identity from IDENT (port 113, 3 s), upstream mysql://127.0.0.1:3306, strict: no, client TLS: refused"),
     r.stdout,
   );
+  assert.ok(lines.includes('  IDENT believed only from (ident_from): 127.0.0.0/8, ::1/128; clients from elsewhere have no identity and are refused'), r.stdout);
   assert.ok(
     lines.includes(
       "listener 'pg' on unix:/run/dbrelay/.s.PGSQL.5432 (mode 0666): identity from the peer's uid (SO_PEERCRED), upstream postgres://127.0.0.1:5432, strict: yes, client TLS: refused",
@@ -81,7 +82,7 @@ listeners:
   assert.ok(lines.includes('  mapping: alice → alice, alice_ro; deploy → app; any other identity → the DB user of its own name'), r.stdout);
   assert.ok(lines.includes('  known DB users: queried every 120 s from postgres://postgres@127.0.0.1:5432/postgres'), r.stdout);
   assert.ok(!r.stdout.includes('secret'), 'the password is not printed');
-  assert.ok(lines.includes("listener 'homes' on 1 per-user socket (mode 0600: /home/root/db.sock for root): identity = the socket's owner, upstream mysql://127.0.0.1:3306, strict: no, client TLS: refused"), r.stdout);
+  assert.ok(lines.includes("listener 'homes' on 1 per-user socket (mode 0600: /run/warpstone/root.sock for root): identity = the socket's owner, upstream mysql://127.0.0.1:3306, strict: no, client TLS: refused"), r.stdout);
   assert.ok(lines.includes('  known DB users: a list of 2 (root, app)'), r.stdout);
   assert.ok(lines.includes('  timeouts: handshake 5 s, idle never, database connect 10 s; at most 512 clients'), r.stdout);
   assert.ok(lines.includes('  audit: /var/log/dbrelay.jsonl (one JSON line per decision) and the log'), r.stdout);

@@ -197,10 +197,16 @@ test('the user name as the server reads it: charset conversion and the server bu
   const mariadbGreeting = { serverVersion: '5.5.5-10.11.19-MariaDB' } as Greeting;
   const mysqlGreeting = { serverVersion: '8.0.36' } as Greeting;
   assert.deepEqual(serverUserName(response(Buffer.from('alice'), 63), mariadbGreeting), { user: 'alice' });
-  assert.deepEqual(serverUserName(response(Buffer.from([0x6a, 0xe9]), 8), mariadbGreeting), { user: 'jé' }, 'latin1 client');
-  assert.deepEqual(serverUserName(response(Buffer.from('jé'), 45), mariadbGreeting), { user: 'jé' }, 'utf8mb4 client');
-  assert.ok('problem' in serverUserName(response(Buffer.from([0x6a, 0xe9]), 45), mariadbGreeting), 'invalid utf8');
-  assert.ok('problem' in serverUserName(response(Buffer.from([0x6a, 0xe9]), 28), mariadbGreeting), 'a charset the relay does not convert');
+  const latin1 = serverUserName(response(Buffer.from([0x6a, 0xe9]), 8), mariadbGreeting);
+  assert.ok('user' in latin1 && latin1.user === 'jé' && latin1.lossy !== undefined, `latin1 client: converted and marked lossy: ${JSON.stringify(latin1)}`);
+  // The server's latin1 is Windows-1252: 0x80 is the euro sign, 0x9F is Ÿ; undefined bytes stay C1 controls.
+  const cp1252 = serverUserName(response(Buffer.from([0x78, 0x80, 0x9f, 0x81]), 8), mariadbGreeting);
+  assert.ok('user' in cp1252 && cp1252.user === 'x€Ÿ\u0081', `latin1 is Windows-1252: ${JSON.stringify(cp1252)}`);
+  assert.deepEqual(serverUserName(response(Buffer.from('jé'), 45), mariadbGreeting), { user: 'jé' }, 'utf8mb4 client: exact, not lossy');
+  const invalid = serverUserName(response(Buffer.from([0x6a, 0xe9]), 45), mariadbGreeting);
+  assert.ok('user' in invalid && invalid.user === 'j\uFFFD' && /not valid utf8/.test(invalid.lossy ?? ''), `invalid utf8: U+FFFD and lossy: ${JSON.stringify(invalid)}`);
+  const other = serverUserName(response(Buffer.from([0x6a, 0xe9]), 28), mariadbGreeting);
+  assert.ok('problem' in other && other.lossy !== undefined, 'a charset the relay does not convert: a problem, lossy');
   const euros = '€'.repeat(130);
   assert.deepEqual(serverUserName(response(Buffer.from(euros), 33), mariadbGreeting), { user: '€'.repeat(128) }, 'MariaDB keeps 384 bytes');
   assert.deepEqual(serverUserName(response(Buffer.from(euros), 33), mysqlGreeting), { user: '€'.repeat(32) }, 'MySQL keeps 96 bytes');
