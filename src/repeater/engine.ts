@@ -12,7 +12,10 @@
 // stop), -b backups / -B balance groups (failover.ts, checked by health.ts), /ident listeners
 // (ident-lookup.ts) and the value escapes of /http request lines (peer-values.ts). Anything else
 // is refused before anything starts (support.ts, WS_STONE_UNSUPPORTED). With `--json` the same
-// lines are written as JSON objects (json-log.ts).
+// lines are written as JSON objects (json-log.ts). With an `admission` hook (`--ban-home`,
+// admission.ts, stone-bans.ts) a banned source is dropped as its connection is accepted (before
+// /ident, xhost, TLS or the destination) and its datagrams are ignored, and every TCP client the
+// xhost list refuses is reported to the hook; without one nothing changes.
 // Start-up follows stone (`stone 3: proxy <- SRC` for commands, whose -dd xhost lines read
 // `using proxy by`, `health check by`, `ident query by`): `start (2.4) [PID]`, `Debug level: N` (-d), then per stone `LB set:`
 // (-dd), its xhost entries at -dd (`stone 3: connecting to DST by ADDR/BITS is permitted`),
@@ -54,6 +57,7 @@ import { expandTemplate } from './escapes.js';
 import { serveProxyClient, type ProxyStone, type ResolvedPermit } from './proxy-stone.js';
 import { serveCommandClient, type CommandContext } from './command-stones.js';
 import type { StoneExt } from './logline.js';
+import type { StoneAdmission } from './admission.js';
 import type { BackupRule, BalanceGroup, HostPortExt, IpAddress, ProxyPermit, ResolvedXhostEntry, StoneDefinition, StoneProgram, TemplateValue } from './types.js';
 
 /** A name or port of a stone cannot be resolved, or its listener cannot be opened. */
@@ -92,6 +96,11 @@ export interface EngineOptions {
   readonly checker?: Checker;
   /** `--json`: log, dump and -a lines as JSON objects (json-log.ts) */
   readonly json?: boolean;
+  /**
+   * `--ban-home`: made once the log exists (its lines go there), before any listener opens;
+   * closed after the listeners (stone-bans.ts). Absent: no ban checks at all.
+   */
+  readonly admission?: (log: StoneLog) => Promise<StoneAdmission>;
 }
 
 async function defaultLookup(host: string, family: 0 | 4 | 6): Promise<IpAddress> {
@@ -338,6 +347,7 @@ interface AcceptContext {
   readonly datagramTarget: DatagramTarget;
   readonly command: CommandContext;
   proxy?: ProxyStone;
+  readonly admission: StoneAdmission | undefined;
   /** clients of command stones and proxy clients before their pair exists (closed at shutdown) */
   readonly loose: Set<net.Socket>;
 }
@@ -430,6 +440,7 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
     groups.set(group, { group, members, line: `LB set: ${printed.join(' ')}` });
   }
   const monitor = new HealthMonitor([...backups.values()], log, options.checker);
+  const admission = options.admission ? await options.admission(log) : undefined;
 
   const pairs = new PairSet();
   const activity = new Activity();
@@ -526,6 +537,7 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
           rules: p.rules,
           defaultDumpMode: g.defaultDumpMode,
           maxOrigins: g.udpSessionMax,
+          ...(admission ? { admission } : {}),
           ...(options.udpOriginIdleMs !== undefined ? { idleMs: options.udpOriginIdleMs } : {}),
         });
         datagramStones.push(relay);
@@ -544,6 +556,7 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
             maxAssociations: g.udpSessionMax,
             idleMs,
             pairs,
+            ...(admission ? { admission } : {}),
           }),
         );
         continue;
@@ -571,6 +584,7 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
         },
         datagramTarget: { log, listenFd, router, idleMs },
         command: { log, listenFd, idleMs, pairs, activity, sessions, stoneCount: program.stones.length, stoneLines },
+        admission,
         loose,
       };
       if (p.kind === 'proxy' && stone.destination.kind === 'proxy') {
@@ -588,6 +602,12 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
       }
       (server as net.Server).on('connection', (client: net.Socket) => {
         client.on('error', () => undefined);
+        if (admission?.isBanned(client.remoteAddress)) {
+          // before /ident, xhost, TLS or a destination exist for it: a banned source costs an accept
+          client.destroy();
+          admission.dropped(client.remoteAddress as string, client.remotePort ?? 0);
+          return;
+        }
         void accept(client, context).catch(() => client.destroy());
       });
     }
@@ -598,6 +618,7 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
   } catch (err) {
     monitor.stop();
     closeAll();
+    await admission?.close();
     throw err;
   }
 
@@ -616,6 +637,7 @@ export async function startStones(program: StoneProgram, options: EngineOptions 
         pairs.destroyAll();
         for (const s of loose) s.destroy();
         await Promise.all(closed);
+        await admission?.close();
       })();
       return closing;
     },
@@ -640,8 +662,10 @@ async function accept(client: net.Socket, c: AcceptContext): Promise<void> {
   const from = async (): Promise<string> => (unix ? log.unix('', c.exts) : log.addrNamed(host as string, port as number, c.exts));
   const decision = decide(c.prepared.rules, address, { defaultDumpMode: c.defaultDumpMode });
   if (!decision.allowed) {
-    log.event({ kind: 'accessDenied', listenFd: c.listenFd, from: await from(), ...shown });
+    const text = await from();
+    log.event({ kind: 'accessDenied', listenFd: c.listenFd, from: text, ...shown });
     client.destroy();
+    if (!unix) c.admission?.xhostDenied(host as string, port as number, `stone ${c.listenFd}: access denied from ${text}`);
     return;
   }
   const dumpMode = decision.dumpMode & 0xf;

@@ -5,6 +5,7 @@
 //     (listenFd, fd, from, to, tx, rx, errno, ...);
 //   - dump lines: `event: "dump"`, `head` (`3 5>6`) and `body`;
 //   - -a lines: `event: "accounting"` and the fields of the accounting line;
+//   - ban guard lines (--ban-home): `event: "ban"`, `level` and the guard's fields;
 //   - other lines (health checks, SSL checks, UDP origins): `message` only.
 // Text copied from the network (a host name, a dump body) is bytes as Latin-1 code points, so
 // every byte survives the trip through JSON.
@@ -29,6 +30,11 @@ export function jsonEventLine(t: Timeval, pid: number, e: StoneEvent): string {
 
 export function jsonMessageLine(t: Timeval, pid: number, message: string): string {
   return line({ time: isoMicro(t), pid, message });
+}
+
+/** A line of the ban guard (--ban-home): `event: "ban"`, its level and fields (stone-bans.ts). */
+export function jsonGuardLine(t: Timeval, pid: number, level: string, fields: Record<string, unknown>, message: string): string {
+  return line({ time: isoMicro(t), pid, event: 'ban', level, ...fields, message });
 }
 
 export function jsonDumpLine(t: Timeval, pid: number, head: string, body: string): string {

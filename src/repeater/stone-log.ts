@@ -10,7 +10,7 @@ import { promises as dns } from 'node:dns';
 import net from 'node:net';
 import { WarpstoneError, errorMessage } from '../common/errors.js';
 import { dumpBodies, dumpLines } from './dump.js';
-import { jsonAccountingLine, jsonDumpLine, jsonEventLine, jsonMessageLine } from './json-log.js';
+import { jsonAccountingLine, jsonDumpLine, jsonEventLine, jsonGuardLine, jsonMessageLine } from './json-log.js';
 import {
   accountingLine,
   eventLine,
@@ -121,6 +121,12 @@ export class StoneLog {
   /** A message logged as is (for lines logline.ts has no event for). */
   message(text: string): void {
     if (this.json) this.write(this.logFd, jsonMessageLine(timevalNow(), this.pid, text));
+    else this.write(this.logFd, logLine(linePrefix(timevalNow(), this.threadId), text));
+  }
+
+  /** A ban guard line (--ban-home, stone-bans.ts): always logged, whatever -d says. */
+  guard(level: string, fields: Record<string, unknown>, text: string): void {
+    if (this.json) this.write(this.logFd, jsonGuardLine(timevalNow(), this.pid, level, fields, text));
     else this.write(this.logFd, logLine(linePrefix(timevalNow(), this.threadId), text));
   }
 

@@ -17,6 +17,7 @@
 // anything.
 import dgram from 'node:dgram';
 import { udpDumpHead } from './dump.js';
+import type { StoneAdmission } from './admission.js';
 import { decide, parseIpAddress } from './xhost.js';
 import { errnoOf } from './tcp-relay.js';
 import type { StoneLog } from './stone-log.js';
@@ -61,6 +62,8 @@ export interface UdpRelayConfig {
   readonly maxOrigins: number;
   /** default UDP_ORIGIN_IDLE_MS (tests shorten it) */
   readonly idleMs?: number;
+  /** --ban-home: datagrams from banned sources are dropped before anything else (admission.ts) */
+  readonly admission?: StoneAdmission;
 }
 
 interface Origin {
@@ -105,6 +108,10 @@ export class UdpRelay {
   private outward(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.closed) return;
     const c = this.config;
+    if (c.admission?.isBanned(rinfo.address)) {
+      c.admission.dropped(rinfo.address, rinfo.port);
+      return;
+    }
     const client = parseIpAddress(rinfo.address.replace(/%.*$/, ''));
     const decision = decide(c.rules, client ?? 'unix', { defaultDumpMode: c.defaultDumpMode });
     if (!decision.allowed) {

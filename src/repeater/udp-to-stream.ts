@@ -15,6 +15,7 @@
 import type dgram from 'node:dgram';
 import net from 'node:net';
 import { tcpDumpHead } from './dump.js';
+import type { StoneAdmission } from './admission.js';
 import { decide, parseIpAddress } from './xhost.js';
 import { Deframer, frame, MAX_FRAME_PAYLOAD } from './udp-framing.js';
 import { errnoOf, withConnectFd, type LivePair, type PairSet } from './tcp-relay.js';
@@ -45,6 +46,8 @@ export interface StreamFromUdpConfig {
   readonly maxAssociations: number;
   readonly idleMs: number;
   readonly pairs: PairSet;
+  /** --ban-home: datagrams from banned sources are dropped before anything else (admission.ts) */
+  readonly admission?: StoneAdmission;
 }
 
 /** One UDP client's connection to the destination. */
@@ -193,6 +196,11 @@ export class UdpToStream {
 
   private async datagram(msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
     if (this.closed) return;
+    const admission = this.config.admission;
+    if (admission?.isBanned(rinfo.address)) {
+      admission.dropped(rinfo.address, rinfo.port);
+      return;
+    }
     const key = `${rinfo.address}|${rinfo.port}`;
     const found = this.associations.get(key);
     if (found) {
