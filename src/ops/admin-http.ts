@@ -334,8 +334,12 @@ export class AdminHttp {
         const tunnel = query.get('tunnel');
         if (tunnel === null) return this.json(res, { seconds: this.io.seconds, tunnels: this.io.tunnels() });
         const series = this.io.series(tunnel, this.now());
-        if (!series) return this.json(res, { error: 'no traffic recorded for this tunnel' }, 404);
-        return this.json(res, series);
+        if (series) return this.json(res, series);
+        // A tunnel the relay knows that has moved no byte yet has a graph of zeros (the page asks
+        // for it as soon as it loads); only a name the relay does not know is a 404.
+        const known = (await this.view.status()).tunnels.some((t) => t.name === tunnel);
+        if (!known) return this.json(res, { error: 'no such tunnel' }, 404);
+        return this.json(res, this.io.quietSeries(tunnel, this.now()));
       }
       case '/api/io/events': {
         if (req.method === 'HEAD') return this.text(res, 200, '');

@@ -145,12 +145,21 @@ export class IoGraph {
   series(tunnel: string, nowMs = this.now()): IoSeries | undefined {
     const ring = this.rings.get(tunnel);
     if (!ring) return undefined;
+    return this.window(tunnel, nowMs, (second) => ring.value(second));
+  }
+
+  /** The same window for a tunnel that has moved no byte yet: all zeros. */
+  quietSeries(tunnel: string, nowMs = this.now()): IoSeries {
+    return this.window(tunnel, nowMs, () => [0, 0]);
+  }
+
+  private window(tunnel: string, nowMs: number, valueAt: (second: number) => readonly [number, number]): IoSeries {
     const last = Math.floor(nowMs / 1000) - 1;
     const start = last - this.seconds + 1;
     const bytesIn = new Array<number>(this.seconds);
     const bytesOut = new Array<number>(this.seconds);
     for (let i = 0; i < this.seconds; i++) {
-      const [a, b] = ring.value(start + i);
+      const [a, b] = valueAt(start + i);
       bytesIn[i] = a;
       bytesOut[i] = b;
     }

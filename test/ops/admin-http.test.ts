@@ -311,7 +311,7 @@ test('static files: the dashboard script, its CSS and uPlot', async () => {
 });
 
 test('the JSON API: io series, bans, audit, health, sightings; bad parameters are 400', async () => {
-  const { port, events, store } = await startAdmin({ ioGraph: { seconds: 60 } });
+  const { port, events, store, view } = await startAdmin({ ioGraph: { seconds: 60 } });
   events.emit('bytes', { tunnel: 'web', identity: 'alice', up: 10, down: 20 });
   let r = await request(port, { path: '/api/io' });
   assert.deepEqual(JSON.parse(r.body), { seconds: 60, tunnels: ['web'] });
@@ -322,6 +322,14 @@ test('the JSON API: io series, bans, audit, health, sightings; bad parameters ar
   assert.equal(series.in.reduce((a, v) => a + v, 0), 10);
   assert.equal(series.out.reduce((a, v) => a + v, 0), 20);
   assert.equal((await request(port, { path: '/api/io?tunnel=none' })).status, 404);
+  // a tunnel the relay knows that has not moved a byte yet: a graph of zeros, not a 404
+  view.current.tunnels.push({ name: 'quiet', agent: 'box', port: 22, online: true, lastSeen: new Date().toISOString() });
+  r = await request(port, { path: '/api/io?tunnel=quiet' });
+  assert.equal(r.status, 200);
+  const quiet = JSON.parse(r.body) as { in: number[]; out: number[]; start: number };
+  assert.equal(quiet.in.length, 60);
+  assert.ok(quiet.in.every((v) => v === 0) && quiet.out.every((v) => v === 0));
+  assert.ok(Math.abs(quiet.start - series.start) <= 1, 'the same one-hour window, give or take the second that passed');
   await store.putBan({ prefix: '192.0.2.1/32', bannedAt: new Date(), until: new Date(Date.now() + 60_000), offence: 1, failures: 5, reason: 'r', by: 'admin' });
   assert.equal(JSON.parse((await request(port, { path: '/api/bans' })).body)[0].prefix, '192.0.2.1/32');
   assert.deepEqual(JSON.parse((await request(port, { path: '/api/audit?limit=5' })).body), []);
