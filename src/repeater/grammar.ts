@@ -271,7 +271,7 @@ class StoneGrammar {
     let index = start;
     const letters = [...token.text.slice(1)];
     for (const [at, letter] of letters.entries()) {
-      const handler = OPTIONS[letter];
+      const handler = Object.hasOwn(OPTIONS, letter) ? OPTIONS[letter] : undefined;
       if (handler) {
         index = handler(this, source, index, token);
         continue;
@@ -831,7 +831,8 @@ function applySslOption(state: SslState, token: Token, grammar: StoneGrammar): v
     if (state.depth !== depth) grammar.warn(token, `depth is limited to 0..9; using ${state.depth}`);
     return;
   }
-  const word = SSL_WORDS[text];
+  // own keys only: an option word such as "valueOf" or "constructor" is not an SSL word
+  const word = Object.hasOwn(SSL_WORDS, text) ? SSL_WORDS[text] : undefined;
   if (word) {
     word(state);
     return;

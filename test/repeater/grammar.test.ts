@@ -397,3 +397,10 @@ test("the README's stone line for a warpstone relay parses as expected", () => {
   assert.deepEqual([client?.verify, client?.keyFile, client?.certFile, client?.caFile, client?.serverName], ['peer', 'alice.pem', 'alice.pem', 'ca.pem', undefined]);
   assert.deepEqual(stone.xhosts, []);
 });
+
+test('option words that are names on Object.prototype are unknown words, not crashes', () => {
+  for (const word of ['valueOf', 'constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+    const err = parseError(['-q', word, 'localhost:80', '8080']);
+    assert.ok(err.message.includes(word), `${word}: ${err.message}`);
+  }
+});
