@@ -34,6 +34,7 @@ import {
 import { readIdentityFile, type Identity } from '../../src/pki/pem.ts';
 import { runRevoke } from '../../src/cli/revoke.ts';
 import { StreamRefused } from '../../src/common/errors.ts';
+import { withStore } from '../../src/cli/shared.ts';
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
@@ -76,7 +77,10 @@ function assertRefused(err: Error & { code?: string; status?: number }, status: 
 async function policyReloads(change: () => Promise<unknown>): Promise<void> {
   const mark = cluster.relay.output().length;
   await change();
-  await relayLog((l) => l.msg === 'policy reloaded', 'policy reloaded after a store change', 5_000, mark);
+  // A change of several writes can be seen half-way by one poll: wait for the reload that saw
+  // the store's revision after the last write.
+  const revision = await withStore(cluster.home.dir, (store) => store.revision());
+  await relayLog((l) => l.msg === 'policy reloaded' && Number(l.revision) >= revision, `policy reloaded at revision ${revision}`, 5_000, mark);
 }
 
 /** A real ClientHello as Node's TLS client writes it. */
