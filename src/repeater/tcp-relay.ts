@@ -381,7 +381,7 @@ export class TcpPair implements LivePair {
    */
   private acceptOverHttp(dest: Side): void {
     const source = this.source;
-    let state = 0;
+    const head = new HeadEndScanner();
     let seen = 0;
     const onEnd = (): void => {
       // the client ended inside its request header: nothing to relay
@@ -393,18 +393,7 @@ export class TcpPair implements LivePair {
       source.rx += chunk.length;
       source.loops++;
       this.lastActivity = Date.now();
-      let end = -1;
-      for (let i = 0; i < chunk.length; i++) {
-        const c = chunk[i];
-        if (c === 0x0d) continue;
-        if (c === 0x0a) {
-          state++;
-          if (state >= 3) {
-            end = i + 1;
-            break;
-          }
-        } else state = 1;
-      }
+      const end = head.scan(chunk);
       if (end < 0) {
         seen += chunk.length;
         if (seen > MAX_HTTP_LISTENER_HEADER) {
@@ -434,7 +423,7 @@ export class TcpPair implements LivePair {
     dest.loops++;
     dest.socket.write(Buffer.from(text, 'latin1'));
     if (this.dumpMode > 0) for (const piece of stoneChunks(Buffer.from(text, 'latin1'), this.target.xferBytes)) this.log.dump(this.dumpHead('>'), piece, this.dumpMode);
-    let state = 0;
+    const head = new HeadEndScanner();
     const onEnd = (): void => {
       // the destination ended inside the reply header: nothing to relay
       this.logClose(dest);
@@ -445,20 +434,7 @@ export class TcpPair implements LivePair {
       dest.rx += chunk.length;
       dest.loops++;
       this.lastActivity = Date.now();
-      let end = -1;
-      for (let i = 0; i < chunk.length; i++) {
-        const c = chunk[i];
-        if (c === 0x0d) continue;
-        if (c === 0x0a) {
-          state++;
-          if (state >= 3) {
-            end = i + 1;
-            break;
-          }
-        } else {
-          state = 1;
-        }
-      }
+      const end = head.scan(chunk);
       if (end < 0) return;
       dest.socket.off('data', onHeader);
       dest.socket.off('end', onEnd);
@@ -584,5 +560,26 @@ export class TcpPair implements LivePair {
   /** Shutdown: close now. */
   destroy(): void {
     this.teardown(false);
+  }
+}
+
+/**
+ * Finds the end of an HTTP head as stone's rmheader does: a line break after a line break, `\r`
+ * ignored. Keeps its state across chunks; scan() gives the offset after the head, or -1.
+ */
+class HeadEndScanner {
+  private state = 0;
+  scan(chunk: Buffer): number {
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i];
+      if (c === 0x0d) continue;
+      if (c !== 0x0a) {
+        this.state = 1;
+        continue;
+      }
+      this.state++;
+      if (this.state >= 3) return i + 1;
+    }
+    return -1;
   }
 }
