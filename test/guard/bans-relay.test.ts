@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import http2 from 'node:http2';
 import { join } from 'node:path';
 import { Cleanup, makeHome, startWarpstone, runWarpstone, freePort, echoServer, type Home, type Proc } from '../helpers/harness.ts';
-import { waitForLog, logLines, h2EchoRoundTrip, type LogLine } from '../helpers/tls-clients.ts';
+import { waitForLog, logLines, h2EchoRoundTrip, captureClientHello, type LogLine } from '../helpers/tls-clients.ts';
 import { readIdentityFile, type Identity } from '../../src/pki/pem.ts';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
 
@@ -54,25 +54,6 @@ function tlsAttempt(port: number, from: string, ca: string, identity?: Identity)
   });
 }
 
-/** A real ClientHello as Node's TLS client writes it. */
-async function captureClientHello(): Promise<Buffer> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  try {
-    return await new Promise<Buffer>((resolve) => {
-      server.once('connection', (socket) => {
-        socket.once('data', (chunk: Buffer) => {
-          resolve(chunk);
-          socket.destroy();
-        });
-      });
-      const client = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false });
-      client.on('error', () => undefined);
-    });
-  } finally {
-    server.close();
-  }
-}
 
 /** Raw TCP from `from`, a ClientHello sent: every byte the relay answered until it closed. */
 function rawHello(port: number, from: string, hello: Buffer): Promise<{ answered: Buffer; source: string }> {

@@ -314,3 +314,23 @@ export function readBytes(stream: Duplex, n: number, timeoutMs = 5_000): Promise
     stream.resume();
   });
 }
+
+/** A real ClientHello as Node's TLS client writes it (to replay at a relay byte for byte). */
+export async function captureClientHello(): Promise<Buffer> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  try {
+    return await new Promise<Buffer>((resolve) => {
+      server.once('connection', (socket) => {
+        socket.once('data', (chunk: Buffer) => {
+          resolve(chunk);
+          socket.destroy();
+        });
+      });
+      const client = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false });
+      client.on('error', () => undefined);
+    });
+  } finally {
+    server.close();
+  }
+}

@@ -28,6 +28,7 @@ import {
   sleep,
   h2EchoRoundTrip,
   h2OpenError,
+  captureClientHello,
   relayClient,
   type LogLine,
 } from '../helpers/tls-clients.ts';
@@ -83,25 +84,6 @@ async function policyReloads(change: () => Promise<unknown>): Promise<void> {
   await relayLog((l) => l.msg === 'policy reloaded' && Number(l.revision) >= revision, `policy reloaded at revision ${revision}`, 5_000, mark);
 }
 
-/** A real ClientHello as Node's TLS client writes it. */
-async function captureClientHello(): Promise<Buffer> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  try {
-    return await new Promise<Buffer>((resolve) => {
-      server.once('connection', (socket) => {
-        socket.once('data', (chunk: Buffer) => {
-          resolve(chunk);
-          socket.destroy();
-        });
-      });
-      const client = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false });
-      client.on('error', () => undefined);
-    });
-  } finally {
-    server.close();
-  }
-}
 
 async function startStall(what: string, firstBytes: Buffer | undefined): Promise<Stall> {
   const socket = await tcpOpen(port);
